@@ -1,0 +1,88 @@
+"""The small immutable events that long work yields.
+
+Training (``training.fit``) and other long jobs are generators of these. The CLI renders them
+as a progress bar and the window plots them, so both see exactly the same numbers. They hold
+plain Python values only (no tensors), so they can cross threads and be stored or printed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Union
+
+FinishReason = Literal["completed", "stopped", "early-stopped", "diverged", "failed"]
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    """Training is about to take its first step."""
+
+    class_names: tuple[str, ...]
+    train_size: int
+    val_size: int
+    device: str
+    features_cached: bool
+    epochs: int
+    steps_per_epoch: int
+    start_epoch: int
+    run_dir: str | None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Progress of a preparatory stage, e.g. computing the backbone feature cache."""
+
+    stage: str
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something the user should know mid-run (backbone unfrozen, batch size lowered, ...)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class StepMetrics:
+    """One optimisation step; yielded at most about ten times a second."""
+
+    epoch: int
+    step: int
+    steps_per_epoch: int
+    global_step: int
+    loss: float
+    lr: float
+    images_per_second: float
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """The end of an epoch: training and validation figures."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    images_per_second: float
+    seconds: float
+    eta_seconds: float
+    is_best: bool
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    """The run is over; ``reason`` says why and ``message`` explains it to a person."""
+
+    reason: FinishReason
+    message: str
+    best_epoch: int | None
+    best_val_accuracy: float | None
+    run_dir: str | None
+
+
+Event = Union[RunStarted, Progress, Note, StepMetrics, EpochMetrics, RunFinished]

