@@ -39,8 +39,12 @@ def parameters_on_meta() -> Iterator[None]:
 
 
 def build_empty(builder: Callable[[], T]) -> T:
-    """Call ``builder`` with parameters created on ``meta``."""
-    with parameters_on_meta():
+    """Call ``builder`` with parameters created on ``meta``; builders that compute with
+    their own freshly made parameters (a few timm models) are built for real instead."""
+    try:
+        with parameters_on_meta():
+            return builder()
+    except (NotImplementedError, RuntimeError):
         return builder()
 
 

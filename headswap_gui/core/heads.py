@@ -163,7 +163,7 @@ def detect_heads(model: nn.Module, input_size: int = 224, head_paths: list[str] 
 
 def _producers(logits: torch.Tensor, trace: TraceResult, model: nn.Module) -> list[str]:
     """Paths of the head layers the logits are computed from, walking the autograd graph
-    back from the logits and stopping at the first Linear/convolution on each path."""
+    back from the logits and stopping at the first layer with weights on each path."""
     found: list[str] = []
     if logits.grad_fn is None:
         return found
@@ -171,10 +171,13 @@ def _producers(logits: torch.Tensor, trace: TraceResult, model: nn.Module) -> li
     while queue:
         node = queue.popleft()
         path = trace.producer_of.get(node)
-        if path is not None and isinstance(model.get_submodule(path), _HEAD_LAYER_TYPES):
-            outer = _outermost_built_head(model, path)
-            if outer not in found:
-                found.append(outer)
+        if path is not None:
+            # The first layer with weights on this path decides: a Linear/conv is a head; a
+            # norm layer means the model outputs features (a timm model built headless).
+            if isinstance(model.get_submodule(path), _HEAD_LAYER_TYPES):
+                outer = _outermost_built_head(model, path)
+                if outer not in found:
+                    found.append(outer)
             continue
         for parent, _ in node.next_functions:
             if parent is not None and parent not in seen:
@@ -212,7 +215,7 @@ def _head_info(model: nn.Module, path: str, role: HeadRole, found_by: str) -> He
             f"layer {path!r} is a {type(module).__name__}, not a Linear or 1×1 convolution, so it "
             "cannot be used as a classifier head; pick the layer that produces the class scores"
         )
-    if role == "main" and "dist" in path.rsplit(".", 1)[-1]:
+    if role == "main" and any(part.endswith("_dist") or part == "dist" for part in path.split(".")):
         role = "distillation"
     is_conv = isinstance(first, (nn.Conv1d, nn.Conv2d))
     in_features = first.in_channels if is_conv else first.in_features

@@ -8,7 +8,12 @@ structure is needed), never by parsing ``str(model)``. The window's tree view an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .heads import HeadInfo
 
 HeadRole = str  # "main" | "auxiliary" | "distillation"
 
@@ -52,3 +57,77 @@ class LayerRecord:
             "head": self.head_role,
             "children": [child.to_dict() for child in self.children],
         }
+
+
+def build_module_tree(
+    model: "nn.Module",
+    input_size: int = 224,
+    heads: "list[HeadInfo] | None" = None,
+    output_shapes: dict[str, tuple[int, ...]] | None = None,
+) -> LayerRecord:
+    """Records for every module of ``model``, with heads flagged.
+
+    ``output_shapes`` comes from a trace already run (head detection runs one); without it a
+    dummy eval-mode forward is traced here. Parameter counts are taken once per tensor, so
+    shared weights are not counted twice.
+    """
+    from .heads import detect_heads
+    from .tracing import trace_forward
+
+    if heads is None:
+        try:
+            detection = detect_heads(model, input_size)
+            heads = list(detection.heads)
+            if output_shapes is None and detection.eval_trace is not None:
+                output_shapes = detection.eval_trace.output_shapes
+        except Exception:  # noqa: BLE001 - the tree is still worth showing without heads
+            heads = []
+    if output_shapes is None:
+        try:
+            output_shapes = trace_forward(model, input_size).output_shapes
+        except Exception:  # noqa: BLE001 - a model that cannot run still has a structure
+            output_shapes = {}
+    head_by_path = {head.path: head for head in heads}
+
+    def build(path: str, module: "nn.Module", inside_head: bool) -> LayerRecord:
+        head = head_by_path.get(path)
+        children = tuple(
+            build(f"{path}.{name}" if path else name, child, inside_head or head is not None)
+            for name, child in module.named_children()
+        )
+        own = list(module.parameters(recurse=False))
+        every = list(module.parameters())
+        return LayerRecord(
+            path=path,
+            name=path.rsplit(".", 1)[-1] if path else "",
+            type_name=type(module).__name__,
+            own_params=sum(p.numel() for p in own),
+            total_params=sum(p.numel() for p in every),
+            trainable_params=sum(p.numel() for p in every if p.requires_grad),
+            output_shape=output_shapes.get(path),
+            head_role=head.role if head else None,
+            head_found_by=head.found_by if head else None,
+            inside_head=inside_head,
+            children=children,
+        )
+
+    return build("", model, False)
+
+
+def render_tree(record: LayerRecord, max_depth: int | None = None) -> str:
+    """The tree as indented text for ``headswap inspect``, heads marked with ◀."""
+    lines: list[str] = []
+
+    def add(node: LayerRecord, depth: int) -> None:
+        name = node.name or node.type_name
+        shape = "×".join(str(d) for d in node.output_shape[1:]) if node.output_shape else ""
+        label = f"{'  ' * depth}{name}" + (f" ({node.type_name})" if node.name else "")
+        mark = f"  ◀ HEAD ({node.head_role})" if node.head_role else ""
+        lines.append(f"{label:<58} {shape:>16} {node.total_params:>14,}{mark}")
+        if max_depth is None or depth < max_depth:
+            for child in node.children:
+                add(child, depth + 1)
+
+    lines.append(f"{'layer':<58} {'output':>16} {'parameters':>14}")
+    add(record, 0)
+    return "\n".join(lines)

@@ -1,0 +1,513 @@
+"""Live training plots: loss per step, accuracy and loss per epoch.
+
+Follows the TensorBoard conventions people already read fluently: a faint raw loss line under
+an EMA-smoothed one (debiased like TensorBoard, so the start is not dragged towards zero), a
+smoothing slider, a log-y toggle, and a marker on the best epoch.
+
+Performance: each curve is created once; events append into numpy buffers that double when
+full, and a short coalescing timer hands pyqtgraph views of the filled part. A flood of events
+therefore costs one ``setData`` per frame, not one per event. The step curves downsample
+(peak mode) and clip to the visible range, so hours of steps still pan smoothly.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from headswap_gui.gui.qt_env import prepare_qt_environment
+
+prepare_qt_environment()
+
+import numpy as np  # noqa: E402
+import pyqtgraph as pg  # noqa: E402
+from PySide6.QtCore import QEvent, Qt, QTimer, Signal, Slot  # noqa: E402
+from PySide6.QtGui import QColor, QPalette  # noqa: E402
+from PySide6.QtWidgets import (  # noqa: E402
+    QCheckBox,
+    QHBoxLayout,
+    QLabel,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from headswap_gui.core.events import EpochMetrics, StepMetrics  # noqa: E402
+
+__all__ = ["TrainingPlotsView", "ema_smooth", "CSV_COLUMNS"]
+
+CSV_COLUMNS: tuple[str, ...] = (
+    "kind",
+    "epoch",
+    "step",
+    "global_step",
+    "loss",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "is_best",
+)
+
+_DEFAULT_SMOOTHING = 0.6
+_SLIDER_STEPS = 100  # slider value v means smoothing v / 100, 0 .. 0.99
+_REFRESH_MS = 40  # coalesce redraws to at most ~25 a second
+
+
+def ema_smooth(values: Sequence[float] | np.ndarray, weight: float) -> np.ndarray:
+    """TensorBoard's debiased exponential moving average.
+
+    Non-finite values pass through unchanged and do not disturb the average, so one NaN step
+    shows as a gap instead of poisoning the rest of the smoothed line.
+    """
+    return _EmaState(weight).push_all(values)
+
+
+class _EmaState:
+    """Incremental form of :func:`ema_smooth`, one value at a time."""
+
+    def __init__(self, weight: float) -> None:
+        self.weight = min(max(float(weight), 0.0), 0.999)
+        self._last = 0.0
+        self._count = 0
+
+    def push(self, value: float) -> float:
+        if not math.isfinite(value):
+            return value
+        w = self.weight
+        self._last = self._last * w + (1.0 - w) * value
+        self._count += 1
+        debias = 1.0 - w**self._count if w > 0.0 else 1.0
+        return self._last / debias
+
+    def push_all(self, values: Sequence[float] | np.ndarray) -> np.ndarray:
+        return np.fromiter((self.push(float(v)) for v in values), dtype=float, count=len(values))
+
+
+class _Columns:
+    """Named float columns appended row by row; capacity doubles when full.
+
+    Stored column-major so each column's filled part is a contiguous view for ``setData``.
+    """
+
+    def __init__(self, names: Sequence[str], capacity: int = 256) -> None:
+        self._index = {name: i for i, name in enumerate(names)}
+        self._data = np.full((len(names), capacity), np.nan)
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, values: Sequence[float]) -> None:
+        if self._size == self._data.shape[1]:
+            grown = np.full((self._data.shape[0], self._data.shape[1] * 2), np.nan)
+            grown[:, : self._size] = self._data
+            self._data = grown
+        self._data[:, self._size] = values
+        self._size += 1
+
+    def column(self, name: str) -> np.ndarray:
+        """A view of the filled part; valid until the next append that grows the buffer."""
+        return self._data[self._index[name], : self._size]
+
+    def set_column(self, name: str, values: np.ndarray) -> None:
+        self._data[self._index[name], : self._size] = values
+
+    def rows(self) -> Iterable[np.ndarray]:
+        return (self._data[:, i] for i in range(self._size))
+
+    def clear(self) -> None:
+        self._data = np.full((self._data.shape[0], 256), np.nan)
+        self._size = 0
+
+
+class _IntegerAxis(pg.AxisItem):
+    """An axis for epochs: never ticks at 1.5."""
+
+    def tickSpacing(self, minVal: float, maxVal: float, size: float):  # noqa: N802 - Qt API
+        levels = super().tickSpacing(minVal, maxVal, size)
+        whole = [(spacing, offset) for spacing, offset in levels if spacing >= 1.0]
+        return whole or [(1.0, 0.0)]
+
+
+class _Theme:
+    """Colours derived from the widget palette, so plots follow light and dark modes."""
+
+    def __init__(self, palette: QPalette) -> None:
+        self.background = palette.color(QPalette.ColorRole.Window)
+        self.foreground = palette.color(QPalette.ColorRole.WindowText)
+        self.dark = self.background.lightness() < 128
+        if self.dark:
+            self.loss = QColor("#64b5f6")
+            self.train = QColor("#ffb74d")
+            self.val = QColor("#81c784")
+            self.best = QColor("#ef5350")
+        else:
+            self.loss = QColor("#1565c0")
+            self.train = QColor("#e65100")
+            self.val = QColor("#2e7d32")
+            self.best = QColor("#c62828")
+        self.raw_loss = QColor(self.loss)
+        self.raw_loss.setAlpha(80 if self.dark else 70)
+        self.legend_brush = QColor(self.background)
+        self.legend_brush.setAlpha(200)
+
+
+class TrainingPlotsView(QWidget):
+    """Three live plots of a training run plus smoothing and log-scale controls.
+
+    Feed it core events with :meth:`add_event` (connect it to ``GeneratorRunner.eventEmitted``);
+    events other than StepMetrics and EpochMetrics are ignored.
+    """
+
+    smoothingChanged = Signal(float)
+    logScaleChanged = Signal(bool)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("trainingPlotsView")
+        self._steps = _Columns(("epoch", "step", "global_step", "loss", "lr", "smoothed"))
+        self._epochs = _Columns(
+            ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "is_best")
+        )
+        self._smoothing = _DEFAULT_SMOOTHING
+        self._ema = _EmaState(self._smoothing)
+        self._best_epoch: int | None = None
+        self._best_point: tuple[float, float] | None = None
+        self._applying_theme = False
+
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(_REFRESH_MS)
+        self._refresh_timer.timeout.connect(self._on_refresh_timer_timeout)
+
+        self._build_controls()
+        self._build_plots()
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(4)
+        layout.addLayout(self._controls_layout)
+        layout.addWidget(self._graphics, 1)
+        self._apply_theme()
+
+    # -- construction -----------------------------------------------------------------------
+
+    def _build_controls(self) -> None:
+        self._smoothing_label = QLabel(self.tr("Smoothing"), self)
+        self._smoothing_slider = QSlider(Qt.Orientation.Horizontal, self)
+        self._smoothing_slider.setObjectName("smoothingSlider")
+        self._smoothing_slider.setAccessibleName(self.tr("Loss smoothing"))
+        self._smoothing_slider.setToolTip(
+            self.tr("Exponential moving average weight of the smoothed loss line (0 = raw)")
+        )
+        self._smoothing_slider.setRange(0, _SLIDER_STEPS - 1)
+        self._smoothing_slider.setValue(round(_DEFAULT_SMOOTHING * _SLIDER_STEPS))
+        self._smoothing_slider.setMinimumWidth(120)
+        self._smoothing_slider.setMaximumWidth(240)
+        self._smoothing_slider.valueChanged.connect(self._on_smoothing_slider_valueChanged)
+        self._smoothing_label.setBuddy(self._smoothing_slider)
+
+        self._smoothing_value = QLabel(f"{_DEFAULT_SMOOTHING:.2f}", self)
+        digits_width = self._smoothing_value.fontMetrics().horizontalAdvance("0.00")
+        self._smoothing_value.setMinimumWidth(digits_width + 4)
+
+        self._log_checkbox = QCheckBox(self.tr("Log scale loss"), self)
+        self._log_checkbox.setObjectName("logScaleCheckBox")
+        self._log_checkbox.setAccessibleName(self.tr("Logarithmic loss axis"))
+        self._log_checkbox.setToolTip(self.tr("Show the step loss on a logarithmic axis"))
+        self._log_checkbox.toggled.connect(self._on_log_checkbox_toggled)
+
+        row = QHBoxLayout()
+        row.setContentsMargins(6, 4, 6, 0)
+        row.setSpacing(8)
+        row.addWidget(self._smoothing_label)
+        row.addWidget(self._smoothing_slider)
+        row.addWidget(self._smoothing_value)
+        row.addSpacing(16)
+        row.addWidget(self._log_checkbox)
+        row.addStretch(1)
+        self._controls_layout = row
+
+    def _build_plots(self) -> None:
+        self._graphics = pg.GraphicsLayoutWidget(self)
+        self._graphics.setObjectName("trainingPlotsGraphics")
+        self._graphics.setAccessibleName(self.tr("Training plots"))
+        self._graphics.setMinimumSize(360, 300)
+        self._graphics.ci.setContentsMargins(4, 4, 4, 4)
+        self._graphics.ci.layout.setHorizontalSpacing(12)
+        self._graphics.ci.layout.setVerticalSpacing(8)
+
+        loss = self._graphics.addPlot(row=0, col=0, colspan=2)
+        acc = self._graphics.addPlot(row=1, col=0, axisItems={"bottom": _IntegerAxis("bottom")})
+        eloss = self._graphics.addPlot(row=1, col=1, axisItems={"bottom": _IntegerAxis("bottom")})
+        self._graphics.ci.layout.setRowStretchFactor(0, 3)
+        self._graphics.ci.layout.setRowStretchFactor(1, 2)
+        self._loss_plot, self._acc_plot, self._eloss_plot = loss, acc, eloss
+
+        for plot in (loss, acc, eloss):
+            plot.showGrid(x=True, y=True, alpha=0.2)
+            plot.setMenuEnabled(True)
+            plot.getViewBox().setDefaultPadding(0.03)
+        loss.setDownsampling(auto=True, mode="peak")
+        loss.setClipToView(True)
+
+        self._loss_legend = loss.addLegend(offset=(-8, 8))
+        self._acc_legend = acc.addLegend(offset=(-8, -8))
+        self._eloss_legend = eloss.addLegend(offset=(-8, 8))
+
+        self._raw_curve = loss.plot(name="raw")
+        self._smooth_curve = loss.plot(name="smoothed")
+        self._train_acc_curve = acc.plot(name="train", symbol="o", symbolSize=5)
+        self._val_acc_curve = acc.plot(name="val", symbol="o", symbolSize=5)
+        self._best_point_item = acc.plot(name="best", pen=None, symbol="star", symbolSize=14)
+        self._train_eloss_curve = eloss.plot(name="train", symbol="o", symbolSize=5)
+        self._val_eloss_curve = eloss.plot(name="val", symbol="o", symbolSize=5)
+        for curve in (self._raw_curve, self._smooth_curve):
+            curve.setDownsampling(auto=True, method="peak")
+            curve.setClipToView(True)
+
+        self._best_lines = []
+        for plot in (acc, eloss):
+            line = pg.InfiniteLine(angle=90, movable=False)
+            line.setVisible(False)
+            line.setZValue(-5)
+            plot.addItem(line, ignoreBounds=True)
+            self._best_lines.append(line)
+
+    def _apply_theme(self) -> None:
+        """(Re)colour everything from the current palette."""
+        self._applying_theme = True
+        try:
+            theme = _Theme(self.palette())
+            self._theme = theme
+            self._graphics.setBackground(theme.background)
+            fg = theme.foreground
+            titles = {
+                self._loss_plot: ("Training loss per step", "global step", "loss"),
+                self._acc_plot: ("Accuracy per epoch", "epoch", "accuracy"),
+                self._eloss_plot: ("Loss per epoch", "epoch", "loss"),
+            }
+            for plot, (title, xlabel, ylabel) in titles.items():
+                plot.setTitle(title, color=fg, size="10pt")
+                for side in ("left", "bottom"):
+                    axis = plot.getAxis(side)
+                    axis.enableAutoSIPrefix(False)  # "accuracy (x0.001)" reads badly
+                    axis.setPen(pg.mkPen(fg))
+                    axis.setTextPen(pg.mkPen(fg))
+                plot.setLabel("bottom", xlabel, color=fg.name())
+                plot.setLabel("left", ylabel, color=fg.name())
+            self._update_accuracy_title()
+            self._update_loss_label()
+            for legend in (self._loss_legend, self._acc_legend, self._eloss_legend):
+                legend.setBrush(pg.mkBrush(theme.legend_brush))
+                legend.setPen(pg.mkPen(None))
+                legend.setLabelTextColor(fg)
+                for _sample, label in legend.items:  # setLabelTextColor does not re-render
+                    label.setText(label.text, color=fg)
+
+            self._raw_curve.setPen(pg.mkPen(theme.raw_loss, width=1))
+            self._smooth_curve.setPen(pg.mkPen(theme.loss, width=2))
+            for curve, colour in (
+                (self._train_acc_curve, theme.train),
+                (self._train_eloss_curve, theme.train),
+                (self._val_acc_curve, theme.val),
+                (self._val_eloss_curve, theme.val),
+            ):
+                curve.setPen(pg.mkPen(colour, width=2))
+                curve.setSymbolPen(pg.mkPen(colour))
+                curve.setSymbolBrush(pg.mkBrush(colour))
+            for curve in (self._train_acc_curve, self._train_eloss_curve):
+                curve.setPen(pg.mkPen(theme.train, width=2, style=Qt.PenStyle.DashLine))
+            self._best_point_item.setSymbolPen(pg.mkPen(theme.best))
+            self._best_point_item.setSymbolBrush(pg.mkBrush(theme.best))
+            for line in self._best_lines:
+                line.setPen(pg.mkPen(theme.best, width=1, style=Qt.PenStyle.DashLine))
+        finally:
+            self._applying_theme = False
+
+    # -- public API -------------------------------------------------------------------------
+
+    @Slot(object)
+    def add_event(self, event: object) -> None:
+        """Record a StepMetrics or EpochMetrics; anything else is ignored."""
+        if isinstance(event, StepMetrics):
+            loss = float(event.loss)
+            self._steps.append(
+                (
+                    event.epoch,
+                    event.step,
+                    event.global_step,
+                    loss,
+                    float(event.lr),
+                    self._ema.push(loss),
+                )
+            )
+        elif isinstance(event, EpochMetrics):
+            self._epochs.append(
+                (
+                    event.epoch,
+                    float(event.train_loss),
+                    float(event.train_accuracy),
+                    float(event.val_loss),
+                    float(event.val_accuracy),
+                    float(event.lr),
+                    1.0 if event.is_best else 0.0,
+                )
+            )
+            if event.is_best:
+                self._best_epoch = int(event.epoch)
+                self._best_point = (float(event.epoch), float(event.val_accuracy))
+        else:
+            return
+        if not self._refresh_timer.isActive():
+            self._refresh_timer.start()
+
+    def add_events(self, events: Iterable[object]) -> None:
+        """Record many events (e.g. replaying a run log) with a single redraw."""
+        for event in events:
+            self.add_event(event)
+
+    @Slot()
+    def clear(self) -> None:
+        """Forget all data (e.g. before a new run); smoothing and log settings stay."""
+        self._steps.clear()
+        self._epochs.clear()
+        self._ema = _EmaState(self._smoothing)
+        self._best_epoch = None
+        self._best_point = None
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Push buffered data to the curves now instead of at the next coalesced redraw."""
+        self._refresh_timer.stop()
+        steps, epochs = self._steps, self._epochs
+        x = steps.column("global_step")
+        self._raw_curve.setData(x, steps.column("loss"), connect="finite")
+        self._smooth_curve.setData(x, steps.column("smoothed"), connect="finite")
+        ex = epochs.column("epoch")
+        self._train_acc_curve.setData(ex, epochs.column("train_accuracy"), connect="finite")
+        self._val_acc_curve.setData(ex, epochs.column("val_accuracy"), connect="finite")
+        self._train_eloss_curve.setData(ex, epochs.column("train_loss"), connect="finite")
+        self._val_eloss_curve.setData(ex, epochs.column("val_loss"), connect="finite")
+        self._update_accuracy_title()
+        if self._best_point is None:
+            self._best_point_item.setData([], [])
+            for line in self._best_lines:
+                line.setVisible(False)
+        else:
+            bx, by = self._best_point
+            if math.isfinite(by):
+                self._best_point_item.setData([bx], [by])
+            else:
+                self._best_point_item.setData([], [])
+            for line in self._best_lines:
+                line.setValue(bx)
+                line.setVisible(True)
+
+    def _update_accuracy_title(self) -> None:
+        title = self.tr("Accuracy per epoch")
+        if self._best_epoch is not None:
+            title += self.tr(" — best: epoch %1").replace("%1", str(self._best_epoch))
+        self._acc_plot.setTitle(title, color=self._theme.foreground, size="10pt")
+
+    def _update_loss_label(self) -> None:
+        label = self.tr("loss (log scale)") if self.log_scale() else self.tr("loss")
+        self._loss_plot.setLabel("left", label, color=self._theme.foreground.name())
+
+    def smoothing(self) -> float:
+        return self._smoothing
+
+    def set_smoothing(self, weight: float) -> None:
+        """Set the EMA weight (clamped to 0..0.99); moves the slider too."""
+        value = min(max(round(float(weight) * _SLIDER_STEPS), 0), _SLIDER_STEPS - 1)
+        self._smoothing_slider.setValue(value)
+
+    def log_scale(self) -> bool:
+        return self._log_checkbox.isChecked()
+
+    def set_log_scale(self, enabled: bool) -> None:
+        self._log_checkbox.setChecked(bool(enabled))
+
+    def step_count(self) -> int:
+        return len(self._steps)
+
+    def epoch_count(self) -> int:
+        return len(self._epochs)
+
+    def best_epoch(self) -> int | None:
+        """The epoch of the last EpochMetrics with ``is_best``; None before any."""
+        return self._best_epoch
+
+    def raw_losses(self) -> np.ndarray:
+        return self._steps.column("loss").copy()
+
+    def smoothed_losses(self) -> np.ndarray:
+        return self._steps.column("smoothed").copy()
+
+    def export_png(self, path: str | Path) -> Path:
+        """Save the three plots (without the controls) as a PNG image."""
+        path = Path(path)
+        self.refresh()
+        pixmap = self._graphics.grab()
+        if pixmap.isNull() or not pixmap.save(str(path), "PNG"):
+            raise OSError(f"Could not write the plot image to {path}")
+        return path
+
+    def export_csv(self, path: str | Path) -> Path:
+        """Write steps then epochs to one CSV (columns :data:`CSV_COLUMNS`; blanks where n/a)."""
+        path = Path(path)
+        with path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(CSV_COLUMNS)
+            for epoch, step, global_step, loss, lr, _smoothed in self._steps.rows():
+                writer.writerow(
+                    ["step", _int(epoch), _int(step), _int(global_step), _num(loss)]
+                    + ["", "", "", ""]
+                    + [_num(lr), ""]
+                )
+            for epoch, tl, ta, vl, va, lr, best in self._epochs.rows():
+                writer.writerow(
+                    ["epoch", _int(epoch), "", "", ""]
+                    + [_num(tl), _num(ta), _num(vl), _num(va), _num(lr), int(best)]
+                )
+        return path
+
+    # -- slots ------------------------------------------------------------------------------
+
+    @Slot(int)
+    def _on_smoothing_slider_valueChanged(self, value: int) -> None:
+        self._smoothing = value / _SLIDER_STEPS
+        self._smoothing_value.setText(f"{self._smoothing:.2f}")
+        self._ema = _EmaState(self._smoothing)
+        if len(self._steps):
+            self._steps.set_column("smoothed", self._ema.push_all(self._steps.column("loss")))
+        self.refresh()
+        self.smoothingChanged.emit(self._smoothing)
+
+    @Slot(bool)
+    def _on_log_checkbox_toggled(self, checked: bool) -> None:
+        self._loss_plot.setLogMode(x=False, y=checked)
+        self._update_loss_label()
+        self.logScaleChanged.emit(checked)
+
+    @Slot()
+    def _on_refresh_timer_timeout(self) -> None:
+        self.refresh()
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
+            if not self._applying_theme:
+                self._apply_theme()
+        super().changeEvent(event)
+
+
+def _int(value: float) -> int | str:
+    return int(value) if math.isfinite(value) else ""
+
+
+def _num(value: float) -> str:
+    return repr(float(value))

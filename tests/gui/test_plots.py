@@ -1,0 +1,177 @@
+"""TrainingPlotsView: buffering, EMA, best epoch, NaN tolerance, exports."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from headswap_gui.core.events import EpochMetrics, Note, StepMetrics
+from headswap_gui.gui.plots import CSV_COLUMNS, TrainingPlotsView, ema_smooth
+
+
+def step(
+    global_step: int, loss: float, *, epoch: int = 1, steps_per_epoch: int = 10
+) -> StepMetrics:
+    return StepMetrics(
+        epoch=epoch,
+        step=global_step % steps_per_epoch,
+        steps_per_epoch=steps_per_epoch,
+        global_step=global_step,
+        loss=loss,
+        lr=1e-3,
+        images_per_second=100.0,
+    )
+
+
+def epoch_metrics(
+    epoch: int, val_accuracy: float, is_best: bool, val_loss: float = 0.5
+) -> EpochMetrics:
+    return EpochMetrics(
+        epoch=epoch,
+        epochs=5,
+        train_loss=0.4,
+        train_accuracy=0.8,
+        val_loss=val_loss,
+        val_accuracy=val_accuracy,
+        lr=1e-3,
+        images_per_second=100.0,
+        seconds=1.0,
+        eta_seconds=4.0,
+        is_best=is_best,
+    )
+
+
+@pytest.fixture
+def view(qtbot) -> TrainingPlotsView:
+    widget = TrainingPlotsView()
+    qtbot.addWidget(widget)
+    widget.resize(800, 600)
+    return widget
+
+
+def test_counts_and_best_epoch(view: TrainingPlotsView) -> None:
+    for i in range(1, 1001):  # past the initial capacity, so the buffers grow
+        view.add_event(step(i, 1.0 / i))
+    view.add_event(Note("ignored"))
+    view.add_event(epoch_metrics(1, 0.5, True))
+    view.add_event(epoch_metrics(2, 0.7, True))
+    view.add_event(epoch_metrics(3, 0.6, False))
+    assert view.step_count() == 1000
+    assert view.epoch_count() == 3
+    assert view.best_epoch() == 2
+    assert view.raw_losses()[-1] == pytest.approx(1.0 / 1000)
+
+    view.clear()
+    assert (view.step_count(), view.epoch_count(), view.best_epoch()) == (0, 0, None)
+
+
+def test_curves_receive_data_after_coalesced_refresh(qtbot, view: TrainingPlotsView) -> None:
+    for i in range(1, 51):
+        view.add_event(step(i, 2.0))
+    def curve_has_all_points() -> bool:
+        x, _y = view._smooth_curve.getData()
+        return x is not None and len(x) == 50
+
+    qtbot.waitUntil(curve_has_all_points, timeout=2000)
+
+
+def test_ema_of_constant_is_constant(view: TrainingPlotsView) -> None:
+    for i in range(1, 301):
+        view.add_event(step(i, 0.75))
+    np.testing.assert_allclose(view.smoothed_losses(), 0.75, rtol=1e-12)
+    for weight in (0.0, 0.3, 0.99):
+        view.set_smoothing(weight)
+        assert view.smoothing() == pytest.approx(weight)
+        np.testing.assert_allclose(view.smoothed_losses(), 0.75, rtol=1e-12)
+
+
+def test_ema_matches_tensorboard_formula() -> None:
+    values = [1.0, 3.0, float("nan"), 2.0]
+    w = 0.5
+    # last = 0.5*0 + 0.5*1 = 0.5 -> /0.5 = 1; last = 0.25 + 1.5 = 1.75 -> /0.75
+    expected_2 = 1.75 / 0.75
+    last3 = 1.75 * 0.5 + 0.5 * 2.0
+    smoothed = ema_smooth(values, w)
+    assert smoothed[0] == pytest.approx(1.0)
+    assert smoothed[1] == pytest.approx(expected_2)
+    assert math.isnan(smoothed[2])  # NaN passes through and leaves the average alone
+    assert smoothed[3] == pytest.approx(last3 / (1 - 0.5**3))
+    np.testing.assert_array_equal(ema_smooth([1.0, 2.0], 0.0), [1.0, 2.0])
+
+
+def test_smoothing_slider_drives_smoothing(qtbot, view: TrainingPlotsView) -> None:
+    assert view.smoothing() == pytest.approx(0.6)
+    slider = view.findChild(type(view._smoothing_slider), "smoothingSlider")
+    assert slider is not None and slider.accessibleName()
+    with qtbot.waitSignal(view.smoothingChanged) as blocker:
+        slider.setValue(90)
+    assert blocker.args[0] == pytest.approx(0.9)
+
+
+# pyqtgraph warns (harmlessly) while computing bounds of an all-NaN epoch curve.
+@pytest.mark.filterwarnings("ignore:All-NaN slice encountered:RuntimeWarning")
+def test_nan_and_inf_losses_do_not_crash(qtbot, view: TrainingPlotsView) -> None:
+    view.show()
+    qtbot.waitExposed(view)
+    losses = [1.0, float("nan"), 0.8, float("inf"), 0.6, -0.1, 0.0, 0.5]
+    for i, loss in enumerate(losses, start=1):
+        view.add_event(step(i, loss))
+    view.add_event(epoch_metrics(1, float("nan"), True, val_loss=float("nan")))
+    view.refresh()
+    view.set_log_scale(True)  # log of <= 0 and NaN must not raise either
+    assert view.log_scale()
+    view.refresh()
+    view.repaint()
+    view.set_log_scale(False)
+    assert view.step_count() == len(losses)
+    assert view.best_epoch() == 1
+
+
+def test_export_png(tmp_path, view: TrainingPlotsView) -> None:
+    for i in range(1, 101):
+        view.add_event(step(i, 1.0 / i))
+    view.add_event(epoch_metrics(1, 0.5, True))
+    path = view.export_png(tmp_path / "plots.png")
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(data) > 1000
+
+
+def test_export_csv_rows(tmp_path, view: TrainingPlotsView) -> None:
+    for i in range(1, 4):
+        view.add_event(step(i, 1.0 / i))
+    view.add_event(epoch_metrics(1, 0.5, False))
+    view.add_event(epoch_metrics(2, 0.7, True))
+    path = view.export_csv(tmp_path / "metrics.csv")
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0].keys()) == list(CSV_COLUMNS)
+    assert [r["kind"] for r in rows] == ["step"] * 3 + ["epoch"] * 2
+    assert [int(r["global_step"]) for r in rows[:3]] == [1, 2, 3]
+    assert float(rows[1]["loss"]) == pytest.approx(0.5)
+    assert rows[0]["val_accuracy"] == ""
+    assert rows[3]["global_step"] == "" and rows[3]["loss"] == ""
+    assert float(rows[4]["val_accuracy"]) == pytest.approx(0.7)
+    assert [r["is_best"] for r in rows[3:]] == ["0", "1"]
+
+
+def test_controls_are_named_for_accessibility(view: TrainingPlotsView) -> None:
+    from PySide6.QtWidgets import QCheckBox, QSlider
+
+    for widget in view.findChildren(QSlider) + view.findChildren(QCheckBox):
+        assert widget.objectName()
+        assert widget.accessibleName()
+
+
+def test_follows_palette_changes(view: TrainingPlotsView) -> None:
+    from PySide6.QtGui import QColor, QPalette
+
+    palette = view.palette()
+    palette.setColor(QPalette.ColorRole.Window, QColor(30, 30, 30))
+    palette.setColor(QPalette.ColorRole.WindowText, QColor(230, 230, 230))
+    view.setPalette(palette)
+    assert view._theme.dark
+    assert view._graphics.backgroundBrush().color() == QColor(30, 30, 30)
