@@ -108,6 +108,7 @@ class HeadDetection:
 
     heads: tuple[HeadInfo, ...]
     eval_trace: TraceResult | None = field(default=None, compare=False)
+    train_trace: TraceResult | None = field(default=None, compare=False)  # None: not needed
 
 
 # --- detection -------------------------------------------------------------------------------
@@ -140,14 +141,18 @@ def detect_heads(model: nn.Module, input_size: int = 224, head_paths: list[str] 
     for logits in eval_trace.main_outputs:
         main_paths.extend(p for p in _producers(logits, eval_trace, model) if p not in main_paths)
     aux_paths: list[str] = []
-    try:
-        train_trace = trace_forward(model, input_size, train=True)
-        for logits in train_trace.extra_outputs:
-            aux_paths.extend(
-                p for p in _producers(logits, train_trace, model) if p not in main_paths + aux_paths
-            )
-    except Exception:  # noqa: BLE001 - train mode may need a real batch; aux heads are optional
-        pass
+    train_trace = None
+    if _has_idle_layers(model, eval_trace):
+        # Auxiliary heads run only in training mode; look for them only where some layer with
+        # weights stayed idle in eval mode (a second trace costs as much as the first).
+        try:
+            train_trace = trace_forward(model, input_size, train=True)
+            for logits in train_trace.extra_outputs:
+                aux_paths.extend(
+                    p for p in _producers(logits, train_trace, model) if p not in main_paths + aux_paths
+                )
+        except Exception:  # noqa: BLE001 - train mode may need a real batch; aux heads are optional
+            pass
     heads = [_head_info(model, path, "main", "traced: produces the logits") for path in main_paths]
     heads += [
         _head_info(model, path, "auxiliary", "traced: produces an auxiliary output in training mode")
@@ -158,7 +163,15 @@ def detect_heads(model: nn.Module, input_size: int = 224, head_paths: list[str] 
             "no classifier head found: no Linear or 1×1 convolution produces the model's "
             "output; name the head layer with --head-path PATH (see `headswap inspect`)"
         )
-    return HeadDetection(tuple(_confirm(model, head) for head in heads), eval_trace)
+    return HeadDetection(tuple(_confirm(model, head) for head in heads), eval_trace, train_trace)
+
+
+def _has_idle_layers(model: nn.Module, trace: TraceResult) -> bool:
+    executed = set(trace.executed)
+    return any(
+        path not in executed and any(True for _ in module.parameters(recurse=False))
+        for path, module in model.named_modules()
+    )
 
 
 def _producers(logits: torch.Tensor, trace: TraceResult, model: nn.Module) -> list[str]:

@@ -191,7 +191,7 @@ def _load_torchvision(spec: str, *, download: bool, structure_only: bool) -> Loa
     from torchvision.models import get_model, get_model_weights
 
     spec, _, query = spec.partition("?")
-    options = {key: True for key in query.split("&") if key.endswith("=1") for key in [key[:-2]]}
+    options = _parse_options(query)
     name, _, weights_name = spec.partition("@")
     if name not in torchvision.models.list_models(module=torchvision.models):
         raise SourceError(
@@ -206,6 +206,8 @@ def _load_torchvision(spec: str, *, download: bool, structure_only: bool) -> Loa
             architecture += "?" + query
         build = lambda: get_model(name, weights=None, **options)  # noqa: E731
         model = build_empty(build) if structure_only else build()
+        if isinstance(getattr(model, "image_size", None), int):  # ViTs accept one size only
+            preprocessing = preprocessing.with_input_size(model.image_size)
         return LoadedModel(model.eval(), f"torchvision:{spec}", architecture, preprocessing)
     try:
         weights = weights_enum.DEFAULT if weights_name.upper() == "DEFAULT" else weights_enum[weights_name]
@@ -215,9 +217,11 @@ def _load_torchvision(spec: str, *, download: bool, structure_only: bool) -> Loa
     state = _torchvision_weights(weights, download=download)
     # torchvision's own builders switch on input rescaling for pretrained GoogLeNet/Inception;
     # the architecture string records it so a saved run rebuilds the same network.
-    options = _PRETRAINED_OPTIONS.get(name, {})
+    options = dict(_PRETRAINED_OPTIONS.get(name, {}))
+    if name.startswith("vit_"):
+        options["image_size"] = int(weights.meta["min_size"][0])  # SWAG weights run at 384/518
     if options:
-        architecture += "?" + "&".join(f"{key}=1" for key in options)
+        architecture += "?" + "&".join(f"{key}={int(value)}" for key, value in options.items())
     model = build_empty(lambda: get_model(name, weights=None, num_classes=len(weights.meta["categories"]), **options))
     materialize(model, state, strict=False)
     return LoadedModel(
@@ -228,6 +232,15 @@ def _load_torchvision(spec: str, *, download: bool, structure_only: bool) -> Loa
         tuple(weights.meta["categories"]),
         weights=f"{weights.name} (torchvision)",
     )
+
+
+def _parse_options(query: str) -> dict[str, Any]:
+    """Builder keyword arguments recorded in an architecture string (``?image_size=518``)."""
+    options: dict[str, Any] = {}
+    for item in filter(None, query.split("&")):
+        key, _, value = item.partition("=")
+        options[key] = value == "1" if key == "transform_input" else int(value)
+    return options
 
 
 _PRETRAINED_OPTIONS = {"googlenet": {"transform_input": True}, "inception_v3": {"transform_input": True}}
@@ -258,7 +271,7 @@ def _torchvision_preprocessing(transforms: Any) -> Preprocessing:
         interpolation=transforms.interpolation.value,
         mean=tuple(transforms.mean),
         std=tuple(transforms.std),
-    )
+    )  # type: ignore[arg-type]
 
 
 def _load_timm(spec: str, *, download: bool, structure_only: bool) -> LoadedModel:
