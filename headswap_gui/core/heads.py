@@ -187,7 +187,7 @@ def _producers(logits: torch.Tensor, trace: TraceResult, model: nn.Module) -> li
         if path is not None:
             # The first layer with weights on this path decides: a Linear/conv is a head; a
             # norm layer means the model outputs features (a timm model built headless).
-            if isinstance(model.get_submodule(path), _HEAD_LAYER_TYPES):
+            if _is_head_layer(model.get_submodule(path)):
                 outer = _outermost_built_head(model, path)
                 if outer not in found:
                     found.append(outer)
@@ -200,6 +200,13 @@ def _producers(logits: torch.Tensor, trace: TraceResult, model: nn.Module) -> li
 
 
 _HEAD_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def _is_head_layer(module: nn.Module) -> bool:
+    """A Linear, or a pointwise (1×1) convolution scoring every position (SqueezeNet)."""
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        return all(k == 1 for k in module.kernel_size)
+    return isinstance(module, nn.Linear)
 
 
 def _outermost_built_head(model: nn.Module, path: str) -> str:
@@ -240,7 +247,7 @@ def _head_info(model: nn.Module, path: str, role: HeadRole, found_by: str) -> He
 
 
 def _first_and_last_layer(module: nn.Module) -> tuple[nn.Module | None, nn.Module | None]:
-    layers = [m for m in module.modules() if isinstance(m, _HEAD_LAYER_TYPES)]
+    layers = [m for m in module.modules() if _is_head_layer(m)]
     return (layers[0], layers[-1]) if layers else (None, None)
 
 

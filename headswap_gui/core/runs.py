@@ -94,3 +94,182 @@ def _state_for_safetensors(model: nn.Module) -> dict[str, torch.Tensor]:
         seen.add(tensor.untyped_storage().data_ptr())
         state[name] = tensor
     return state
+
+
+# --- training runs ------------------------------------------------------------------------------
+#
+# A run directory is a model folder (model.safetensors holds the best epoch, headswap.json the
+# metadata plus "training", "split", "epochs", "best_epoch", "finished"...) with two more files:
+#
+# - metrics.csv: one row per finished epoch;
+# - last.safetensors + last.json: the resume checkpoint of the last finished epoch. The
+#   safetensors file holds the model ("model.<name>") and the optimizer's per-parameter
+#   tensors ("optim.<group>.<param name>.<key>"); last.json holds everything else (epoch,
+#   schedule, parameter-group layout, RNG states as lists of ints, freeze phase). The same
+#   JSON is embedded in the safetensors header, so the tensors and the state that describes
+#   them are replaced in one atomic rename; last.json is the readable copy.
+
+LAST_WEIGHTS_FILE = "last.safetensors"
+LAST_STATE_FILE = "last.json"
+METRICS_FILE = "metrics.csv"
+RUN_FILES = (RUN_WEIGHTS_FILE, RUN_METADATA_FILE, LAST_WEIGHTS_FILE, LAST_STATE_FILE, METRICS_FILE)
+RESUME_FORMAT = "headswap-resume"
+_STATE_KEY = "headswap_state"
+_MODEL_PREFIX = "model."
+_OPTIM_PREFIX = "optim."
+
+
+class Checkpoint:
+    """A resume checkpoint read back by :func:`read_checkpoint`."""
+
+    def __init__(self, model_state: dict[str, torch.Tensor], optimizer_tensors: dict[str, torch.Tensor], state: dict[str, Any]):
+        self.model_state = model_state
+        self.optimizer_tensors = optimizer_tensors
+        self.state = state
+
+    @property
+    def epoch(self) -> int:
+        return int(self.state["epoch"])
+
+
+def has_run(folder: str | Path) -> bool:
+    """Whether ``folder`` already holds (part of) a training run."""
+    folder = Path(folder)
+    return any((folder / name).exists() for name in RUN_FILES)
+
+
+def read_run_metadata(folder: str | Path) -> dict[str, Any]:
+    """The run's ``headswap.json`` as a dict (empty when there is none yet)."""
+    path = Path(folder) / RUN_METADATA_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        from .errors import HeadswapError
+
+        raise HeadswapError(f"{path} is damaged ({error}); the run cannot be resumed from it") from error
+
+
+def write_run_metadata(
+    folder: str | Path, loaded: LoadedModel, heads: list[HeadInfo] | None, extra: dict[str, Any]
+) -> None:
+    """Write ``headswap.json``: :func:`model_metadata` plus ``extra`` (training record)."""
+    write_json(Path(folder) / RUN_METADATA_FILE, {**model_metadata(loaded, heads), **extra})
+
+
+def write_metrics_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """One CSV row per epoch record (the keys of the first row are the columns)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    write_text_atomically(path, buffer.getvalue())
+
+
+def optimizer_tensors_and_layout(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """Split an optimizer's state into tensors (keyed ``<group index>.<param name>.<key>``) and
+    a JSON-ready layout: per group its name, parameter names, hyperparameters and any
+    non-tensor per-parameter state. Groups must carry ``param_names`` (see
+    :func:`freezing.build_param_groups`)."""
+    tensors: dict[str, torch.Tensor] = {}
+    layout: list[dict[str, Any]] = []
+    for index, group in enumerate(optimizer.param_groups):
+        names = group.get("param_names")
+        if names is None or len(names) != len(group["params"]):
+            raise ValueError("optimizer parameter groups must record their param_names")
+        scalars: dict[str, dict[str, Any]] = {}
+        for name, param in zip(names, group["params"]):
+            for key, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"{index}.{name}.{key}"] = value.detach().to("cpu").contiguous()
+                else:
+                    scalars.setdefault(name, {})[key] = _json_value(value)
+        hyper = {k: _json_value(v) for k, v in group.items() if k not in ("params", "param_names")}
+        layout.append({"name": group.get("name", str(index)), "param_names": list(names), "hyper": hyper, "scalar_state": scalars})
+    return tensors, layout
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], layout: list[dict[str, Any]]) -> None:
+    """Restore what :func:`optimizer_tensors_and_layout` saved into an optimizer built over the
+    same parameter groups (same names, same parameters, same order)."""
+    from .errors import HeadswapError
+
+    groups = optimizer.param_groups
+    expected = [(g.get("name"), list(g.get("param_names", []))) for g in groups]
+    recorded = [(g["name"], list(g["param_names"])) for g in layout]
+    if expected != recorded:
+        raise HeadswapError(
+            "the checkpoint's optimizer has other parameter groups than this run "
+            f"(checkpoint: {[n for n, _ in recorded]}, now: {[n for n, _ in expected]}); "
+            "resume with the run's own freeze settings"
+        )
+    by_param: dict[tuple[int, str], dict[str, Any]] = {}
+    for key, tensor in tensors.items():
+        index_text, _, rest = key.partition(".")
+        name, _, state_key = rest.rpartition(".")
+        by_param.setdefault((int(index_text), name), {})[state_key] = tensor.clone()  # own, aligned memory
+    state: dict[int, dict[str, Any]] = {}
+    param_groups = []
+    position = 0
+    for index, saved in enumerate(layout):
+        ids = []
+        for name in saved["param_names"]:
+            entry: dict[str, Any] = dict(saved.get("scalar_state", {}).get(name, {}))
+            entry.update(by_param.get((index, name), {}))
+            if entry:
+                state[position] = entry
+            ids.append(position)
+            position += 1
+        hyper = {k: (tuple(v) if isinstance(v, list) and k == "betas" else v) for k, v in saved["hyper"].items()}
+        param_groups.append({**hyper, "param_names": saved["param_names"], "params": ids})
+    optimizer.load_state_dict({"state": state, "param_groups": param_groups})
+
+
+def save_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Write the resume checkpoint (``last.safetensors`` + ``last.json``) atomically."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    optim_tensors, layout = optimizer_tensors_and_layout(optimizer)
+    full_state = {"format": RESUME_FORMAT, "format_version": FORMAT_VERSION, **state, "optimizer_layout": layout}
+    tensors = {_MODEL_PREFIX + k: v for k, v in _state_for_safetensors(model).items()}
+    tensors.update({_OPTIM_PREFIX + k: v for k, v in optim_tensors.items()})
+    text = json.dumps(full_state)
+    write_atomically(folder / LAST_WEIGHTS_FILE, lambda temp: save_file(tensors, temp, metadata={"format": "pt", _STATE_KEY: text}))
+    write_json(folder / LAST_STATE_FILE, full_state)
+
+
+def read_checkpoint(folder: str | Path) -> Checkpoint:
+    """Read the resume checkpoint written by :func:`save_checkpoint`."""
+    from safetensors import safe_open
+
+    from .errors import HeadswapError
+
+    path = Path(folder) / LAST_WEIGHTS_FILE
+    if not path.is_file():
+        raise HeadswapError(f"nothing to resume in {folder}: no {LAST_WEIGHTS_FILE} (the run never finished an epoch)")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        state = json.loads(metadata[_STATE_KEY])
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+        raise HeadswapError(f"{path} is damaged ({error}); start a new run") from error
+    if state.get("format") != RESUME_FORMAT:
+        raise HeadswapError(f"{path} is not a headswap resume checkpoint")
+    model_state = {k[len(_MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)}
+    optim = {k[len(_OPTIM_PREFIX):]: v for k, v in tensors.items() if k.startswith(_OPTIM_PREFIX)}
+    return Checkpoint(model_state, optim, state)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    return value

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -391,13 +392,17 @@ def _torch_load(path: Path, *, trust: bool) -> Any:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except Exception as error:  # noqa: BLE001 - torch.load raises many types for bad files
         text = str(error)
-        if not trust and ("weights_only" in text or "Unsupported global" in text):
+        if not trust and "Unsupported global" in text:
             raise SourceError(
                 f"{path} contains pickled Python objects, which can run arbitrary code when "
                 "loaded; headswap loads only plain tensors by default. If you trust where this "
                 "file came from, load it with --trust"
             ) from None
-        raise SourceError(f"{path} is not a readable PyTorch file ({type(error).__name__}: {text.splitlines()[0] if text else ''})") from None
+        if isinstance(error, pickle.UnpicklingError) or not text:
+            detail = "unrecognised or truncated content"
+        else:
+            detail = text.splitlines()[0]
+        raise SourceError(f"{path} is not a readable PyTorch file ({detail}); check that the file is complete") from None
 
 
 def _load_file(path: Path, *, arch: str | None, trust: bool) -> LoadedModel:

@@ -3,7 +3,6 @@ architectures, and custom models that no table knows."""
 
 from __future__ import annotations
 
-import time
 import warnings
 
 import pytest
@@ -99,15 +98,12 @@ def test_real_weights_outside_the_head_stay_bit_identical(name):
         assert logits.shape == (2, 3)
 
 
-def test_inspecting_the_largest_models_is_fast_and_allocates_nothing():
+def test_inspecting_the_largest_models_allocates_nothing():
+    # Their inspection time is measured in bench/bench_inspect.py, not asserted here.
     for name in ("vit_h_14", "regnet_y_128gf"):
-        start = time.perf_counter()
         loaded = structure(name)
-        heads = loaded.find_heads()
-        elapsed = time.perf_counter() - start
-        assert heads[0].path == expected_main_head(name)
+        assert loaded.find_heads()[0].path == expected_main_head(name)
         assert all(p.device.type == "meta" for p in loaded.model.parameters())
-        assert elapsed < 4.0, f"{name} took {elapsed:.1f} s"  # < 2 s on a quiet machine
 
 
 TIMM_ARCHITECTURES = """resnet18 resnet50d resnext26ts seresnet18 efficientnet_b0 tf_efficientnet_lite0
