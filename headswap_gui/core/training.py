@@ -71,6 +71,13 @@ CACHE_MODES = ("auto", "off")
 # --- configuration -----------------------------------------------------------------------------
 
 
+def suggested_lr(freeze: str) -> float:
+    """A learning rate that works for ``freeze`` with AdamW: a new head alone (a linear probe
+    on frozen features) needs about ten times the step of fine-tuning pretrained layers, which
+    a large step would wreck (measured on the digits demo: 1e-3 → 87 %, 1e-2 → 93 % in 5 epochs)."""
+    return 1e-2 if freeze == "head" else 1e-3
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides how a run trains. Validated on creation

@@ -1,0 +1,77 @@
+"""Renders the training event stream on a terminal: one live line that redraws in place
+(on a TTY), and one permanent line per epoch — the same events the window plots."""
+
+from __future__ import annotations
+
+import shutil
+from typing import TextIO
+
+from .core.events import EpochMetrics, Event, Note, Progress, RunFinished, RunStarted, StepMetrics
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def bar(fraction: float, width: int = 20) -> str:
+    filled = int(round(max(0.0, min(1.0, fraction)) * width))
+    return "█" * filled + "·" * (width - filled)
+
+
+class ProgressPrinter:
+    """Turns events into terminal output."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._live = stream.isatty()
+        self._epochs = 0
+        self._eta = ""
+
+    def show(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            cached = ", backbone features cached" if event.features_cached else ""
+            self._epochs = event.epochs
+            self._line(
+                f"training {len(event.class_names)} classes on {event.device}: {event.train_size} train / "
+                f"{event.val_size} val images, {event.steps_per_epoch} steps per epoch{cached}"
+            )
+        elif isinstance(event, Note):
+            self._line(f"note: {event.message}")
+        elif isinstance(event, Progress):
+            self._redraw(f"{event.stage} [{bar(event.done / max(event.total, 1))}] {event.done}/{event.total}")
+        elif isinstance(event, StepMetrics):
+            fraction = event.step / max(event.steps_per_epoch, 1)
+            self._redraw(
+                f"epoch {event.epoch}/{self._epochs} [{bar(fraction)}] step {event.step}/{event.steps_per_epoch} "
+                f"loss {event.loss:.4f} · {event.images_per_second:,.0f} img/s{self._eta}"
+            )
+        elif isinstance(event, EpochMetrics):
+            self._eta = f" · ETA {format_duration(event.eta_seconds)}"
+            star = " ★" if event.is_best else ""
+            self._line(
+                f"epoch {event.epoch}/{event.epochs}  train loss {event.train_loss:.4f} acc {event.train_accuracy:.1%}  "
+                f"val loss {event.val_loss:.4f} acc {event.val_accuracy:.1%}{star}  lr {event.lr:.2e}  "
+                f"{event.images_per_second:,.0f} img/s  {format_duration(event.seconds)}{self._eta}"
+            )
+        elif isinstance(event, RunFinished):
+            self._line(f"{event.reason}: {event.message}")
+            if event.best_val_accuracy is not None:
+                self._line(
+                    f"best validation accuracy {event.best_val_accuracy:.1%} (epoch {event.best_epoch}); "
+                    f"run saved to {event.run_dir}"
+                )
+
+    def _redraw(self, text: str) -> None:
+        if self._live:
+            width = shutil.get_terminal_size((100, 20)).columns - 1
+            self._stream.write("\r" + text[:width].ljust(width))
+            self._stream.flush()
+
+    def _line(self, text: str) -> None:
+        if self._live:
+            self._stream.write("\r" + " " * (shutil.get_terminal_size((100, 20)).columns - 1) + "\r")
+        self._stream.write(text + "\n")
+        self._stream.flush()
