@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--workers", type=int, default=0, help="image-decoding processes (0: in-process)")
+    train.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     train.add_argument("--patience", type=int, default=None, help="stop after this many epochs without improvement")
     train.add_argument("--resume", action="store_true", help="continue the run in --output from its last epoch")
     train.set_defaults(handler=_train)
@@ -217,6 +218,7 @@ def _train(args: argparse.Namespace) -> int:
     import torch
 
     from .core.data import scan_image_folder
+    from .core.devices import cpu_cores
     from .core.sources import swap_head
     from .core.training import TrainConfig, fit, suggested_lr
     from .cli_progress import ProgressPrinter
@@ -228,6 +230,7 @@ def _train(args: argparse.Namespace) -> int:
         freeze=args.freeze, unfreeze_after=args.unfreeze_after, last_k=args.last_k, augment=args.augment,
         image_size=args.image_size, val_fraction=args.val_fraction, seed=args.seed, device=args.device,
         precision=args.precision, workers=args.workers, patience=args.patience,
+        cpu_threads=args.threads or cpu_cores(),
     )
     dataset = scan_image_folder(args.data)
     print(dataset.summary(), file=sys.stderr)

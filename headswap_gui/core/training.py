@@ -105,6 +105,7 @@ class TrainConfig:
     precision: str = "auto"  # "auto" (bf16 where the GPU has it) | "fp32" | "bf16" | "fp16"; CUDA only
     channels_last: bool | None = None  # None: on CUDA
     workers: int = 0  # DataLoader worker processes (spawned); 0 decodes in this thread
+    cpu_threads: int | None = None  # CPU compute threads; None leaves one core for the window
     patience: int | None = None  # early stopping after this many epochs without improvement
     cache_features: str = "auto"  # "auto": cache backbone features when frozen and augment == "none"
     max_step_events_per_second: float = 10.0
@@ -137,6 +138,7 @@ def _config_problems(c: TrainConfig) -> list[str]:
     check(isinstance(c.epochs, int) and c.epochs >= 1, f"epochs must be ≥ 1, got {c.epochs}")
     check(isinstance(c.batch_size, int) and c.batch_size >= 1, f"batch_size must be ≥ 1, got {c.batch_size}")
     check(math.isfinite(c.lr) and c.lr > 0, f"lr must be a positive number, got {c.lr}")
+    check(c.cpu_threads is None or c.cpu_threads >= 1, f"cpu_threads must be ≥ 1, got {c.cpu_threads}")
     check(c.weight_decay >= 0, f"weight_decay must be ≥ 0, got {c.weight_decay}")
     choice("optimizer", c.optimizer, OPTIMIZERS)
     choice("schedule", c.schedule, SCHEDULES)
@@ -457,7 +459,7 @@ class _Trainer:
         self.previous_threads = None
         if device.type == "cpu":
             self.previous_threads = torch.get_num_threads()
-            torch.set_num_threads(training_threads())
+            torch.set_num_threads(self.config.cpu_threads or training_threads())
         try:
             self.model.to(device)
             if self.channels_last:
