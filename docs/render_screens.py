@@ -1,0 +1,171 @@
+"""Render the window's main states to PNG for the documentation, offscreen, at 1400×900.
+
+    python docs/render_screens.py [--out docs] [--dark]
+
+Writes ``screen-model.png`` (the demo model, its head highlighted), ``screen-head-dialog.png``
+(the Replace head dialog over the window), ``screen-training.png`` (the Train page after a
+short demo run, live plots filled) and ``screen-results.png`` (the Results page of that run).
+Runs the real demo: the digits images and the run folder go to a temporary directory, and
+the settings are private, so nothing of the user's is read or changed. Takes about a minute
+on a laptop CPU (the one-time feature pass over 1,797 images dominates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+SIZE = (1400, 900)
+TIMEOUT_MS = 600_000
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent), help="folder for the PNGs")
+    parser.add_argument("--dark", action="store_true", help="render with the dark palette")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="headswap-screens-"))
+
+    from headswap_gui.gui.qt_env import prepare_qt_environment
+
+    prepare_qt_environment()
+    from PySide6.QtCore import QCoreApplication, QEventLoop, QPoint, QSettings, QTimer
+    from PySide6.QtGui import QColor, QPainter
+    from PySide6.QtWidgets import QApplication
+
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(work / "settings"))
+    QSettings.setDefaultFormat(QSettings.Format.IniFormat)
+    QCoreApplication.setOrganizationName("headswap-docs")
+    QCoreApplication.setApplicationName("headswap-screens")
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    from headswap_gui.app import _dark_palette, apply_color_scheme
+
+    apply_color_scheme(app)
+    if args.dark:
+        from PySide6.QtGui import QPalette
+
+        app.setPalette(_dark_palette(QPalette, QColor))
+
+    from headswap_gui.gui.main_window import DEMO_TRAIN_SETTINGS, MainWindow
+
+    def wait_for(signal, what: str) -> tuple:
+        loop = QEventLoop()
+        received: list[tuple] = []
+
+        def done(*values: object) -> None:
+            received.append(values)
+            loop.quit()
+
+        signal.connect(done)
+        QTimer.singleShot(TIMEOUT_MS, loop.quit)
+        loop.exec()
+        signal.disconnect(done)
+        if not received:
+            raise SystemExit(f"timed out waiting for {what}")
+        return received[0]
+
+    def settle(ms: int = 400) -> None:
+        loop = QEventLoop()
+        QTimer.singleShot(ms, loop.quit)
+        loop.exec()
+
+    def save(widget, name: str) -> None:
+        settle()
+        path = out / name
+        widget.grab().save(str(path))
+        print(f"wrote {path}")
+
+    window = MainWindow(runs_root=work / "runs")
+    window.demo_data_dir = str(work / "digits")
+    window.resize(*SIZE)
+    window.show()
+    settle(200)
+
+    # 1. The demo model, its head highlighted; the digits on the Data page.
+    window.start_up(demo=True)
+    if window.controller.loaded is None:
+        wait_for(window.modelLoaded, "the demo model")
+    if window.dataset() is None:
+        wait_for(window.demoDataReady, "the demo images")
+    if window.model_panel.zoo_count() < 2:
+        wait_for(window.model_panel.zooLoaded, "the model zoo")
+    window.model_panel.select_source("demo")
+    window.model_panel.focus_head()
+    window.tabs.setCurrentIndex(0)
+    if window.data_panel is not None and hasattr(window.data_panel, "thumbnails_loading"):
+        for _ in range(50):
+            if not window.data_panel.thumbnails_loading():
+                break
+            settle(100)
+    save(window, "screen-model.png")
+
+    # 2. The Replace head dialog, pre-filled from the digits, an MLP design chosen.
+    from headswap_gui.gui.head_dialog import HeadDialog
+
+    loaded = window.controller.loaded
+    heads = window.controller.heads
+    dialog = HeadDialog(
+        window, heads=heads, old_modules={h.path: loaded.model.get_submodule(h.path) for h in heads},
+        num_classes=len(window.dataset().class_names), class_names=window.dataset().class_names,
+        dataset_note="from the image folder (10 classes)",
+    )
+    dialog.design_combo.setCurrentIndex(dialog.design_combo.findData("mlp"))
+    dialog.hidden_edit.setText("512,256")
+    dialog.dropout_spin.setValue(0.2)
+    dialog.show()
+    settle()
+    canvas = window.grab()
+    shade = QPainter(canvas)
+    shade.fillRect(canvas.rect(), QColor(0, 0, 0, 90))
+    picture = dialog.grab()
+    corner = QPoint((canvas.width() - picture.width()) // 2, (canvas.height() - picture.height()) // 2)
+    shade.fillRect(picture.rect().translated(corner + QPoint(6, 6)), QColor(0, 0, 0, 70))
+    shade.drawPixmap(corner, picture)
+    shade.end()
+    canvas.save(str(out / "screen-head-dialog.png"))
+    print(f"wrote {out / 'screen-head-dialog.png'}")
+    dialog.close()
+    dialog.deleteLater()
+
+    # 3. A short real demo run (every step reported, so the loss curve is dense).
+    window.apply_training_settings({**DEMO_TRAIN_SETTINGS, "epochs": 8, "max_step_events_per_second": 1000.0})
+    config = window.training_panel.config()
+    window.start_training(config)
+    wait_for(window.trainingFinished, "the training run")
+    window.tabs.setCurrentIndex(1)
+    save(window, "screen-training.png")
+
+    # 4. The evaluation on the validation images.
+    wait_for(window.resultsReady, "the evaluation")
+    window.tabs.setCurrentIndex(2)
+    if window.results_panel is not None:
+        rows = window.results_panel.class_metrics()
+        worst = min(range(len(rows)), key=lambda i: rows[i][2]) if rows else None
+        matrix = window.results_panel.confusion_matrix()
+        if worst is not None and matrix.size:
+            off = [(matrix[worst, j], j) for j in range(matrix.shape[1]) if j != worst]
+            if off and max(off)[0] > 0:
+                window.results_panel.select_cell(worst, max(off)[1])
+        for _ in range(50):
+            if not window.results_panel.thumbnails_loading():
+                break
+            settle(100)
+    save(window, "screen-results.png")
+
+    window.close()
+    app.processEvents()
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""The ``headswap-gui`` entry point: the application, the colour scheme, the main window.
+
+The window is shown and painted first; torch, torchvision, timm and pyqtgraph are imported
+afterwards on a worker thread (see :meth:`MainWindow.start_up`), so the window appears within
+a moment of launch even though those imports take seconds. Nothing imported at the top of
+this module, or of ``gui.main_window``, pulls them in.
+
+``HEADSWAP_GUI_EXIT_AFTER_PAINT=1`` makes the process print start-up timings as JSON and
+exit right after the first paint (used by the start-up test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+_STARTED = time.perf_counter()
+
+APP_NAME = "headswap-gui"
+ORGANIZATION = "headswap"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="headswap-gui",
+        description="Desktop workbench: fine-tune a pretrained image classifier by replacing its head.",
+        epilog="Model sources: demo, torchvision:NAME[@WEIGHTS], timm:NAME[@pretrained], hf:DIR, a headswap "
+        "model folder, or a .safetensors/.pt/.pth file.",
+    )
+    parser.add_argument(
+        "--demo", action="store_true",
+        help="open with the offline demo model and the handwritten-digits images, ready to train",
+    )
+    parser.add_argument("model", nargs="?", default=None, help="a model source to load at start")
+    parser.add_argument("data", nargs="?", default=None, help="an image folder (one subfolder per class) to open at start")
+    return parser
+
+
+def apply_color_scheme(app) -> None:  # noqa: ANN001 - QApplication, imported lazily
+    """Follow the system's light/dark setting (Qt ≥ 6.5 reports it) with the Fusion style,
+    and keep following it when the user switches."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QColor, QPalette
+
+    app.setStyle("Fusion")
+    hints = app.styleHints()
+
+    def apply(*_args: object) -> None:
+        scheme = hints.colorScheme() if hasattr(hints, "colorScheme") else Qt.ColorScheme.Unknown
+        if scheme == Qt.ColorScheme.Dark:
+            app.setPalette(_dark_palette(QPalette, QColor))
+        else:
+            app.setPalette(app.style().standardPalette())
+
+    apply()
+    if hasattr(hints, "colorSchemeChanged"):
+        hints.colorSchemeChanged.connect(apply)
+
+
+def _dark_palette(QPalette, QColor):  # noqa: ANN001, ANN202, N803
+    palette = QPalette()
+    role, group = QPalette.ColorRole, QPalette.ColorGroup
+    window, base, alt = QColor(45, 45, 48), QColor(30, 30, 32), QColor(53, 53, 57)
+    text, disabled = QColor(232, 232, 232), QColor(127, 127, 127)
+    highlight = QColor(42, 130, 218)
+    for r, c in (
+        (role.Window, window), (role.WindowText, text), (role.Base, base), (role.AlternateBase, alt),
+        (role.ToolTipBase, alt), (role.ToolTipText, text), (role.Text, text), (role.Button, window),
+        (role.ButtonText, text), (role.BrightText, QColor(255, 80, 80)), (role.Link, QColor(90, 170, 255)),
+        (role.Highlight, highlight), (role.HighlightedText, QColor(255, 255, 255)),
+        (role.PlaceholderText, disabled), (role.Mid, QColor(70, 70, 74)), (role.Dark, QColor(25, 25, 27)),
+        (role.Light, QColor(80, 80, 84)), (role.Shadow, QColor(0, 0, 0)),
+    ):
+        palette.setColor(r, c)
+    for r in (role.WindowText, role.Text, role.ButtonText):
+        palette.setColor(group.Disabled, r, disabled)
+    palette.setColor(group.Disabled, role.Highlight, QColor(80, 80, 80))
+    return palette
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    from headswap_gui.gui.qt_env import prepare_qt_environment
+
+    prepare_qt_environment()
+    from PySide6.QtCore import QCoreApplication, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    QCoreApplication.setOrganizationName(ORGANIZATION)
+    QCoreApplication.setOrganizationDomain("headswap.invalid")
+    QCoreApplication.setApplicationName(APP_NAME)
+    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else APP_NAME])
+    app.setApplicationDisplayName("headswap")
+    apply_color_scheme(app)
+
+    from headswap_gui.gui.main_window import MainWindow
+    from headswap_gui.gui.worker import stop_all_runners
+
+    window = MainWindow(defer_panels=True)
+    app.aboutToQuit.connect(lambda: (window.shutdown(), stop_all_runners(30_000)))
+    window.show()
+    window.raise_()
+    app.processEvents()  # expose + paint now, before anything slow runs
+    window.repaint()
+    painted = time.perf_counter()
+
+    if os.environ.get("HEADSWAP_GUI_EXIT_AFTER_PAINT"):
+        heavy = sorted(m for m in ("torch", "torchvision", "timm", "pyqtgraph") if m in sys.modules)
+        print(json.dumps({"first_paint_s": round(painted - _STARTED, 3), "heavy_modules": heavy,
+                          "visible": window.isVisible()}), flush=True)
+        window.shutdown()
+        return 0
+
+    QTimer.singleShot(0, lambda: window.start_up(demo=args.demo, model=args.model, data=args.data))
+    _quit_on_signals(app, window)
+    return int(app.exec())
+
+
+def _quit_on_signals(app, window) -> None:  # noqa: ANN001
+    """Ctrl+C in the terminal (and SIGTERM) quit cleanly: layout saved, jobs stopped.
+
+    Qt's event loop never hands control to Python by itself, so a light timer lets the
+    interpreter run its signal handlers.
+    """
+    import signal
+
+    from PySide6.QtCore import QTimer
+
+    def quit_now(*_args: object) -> None:
+        window.save_layout()
+        app.quit()  # aboutToQuit stops and waits for the workers
+
+    for name in ("SIGINT", "SIGTERM"):
+        if hasattr(signal, name):
+            try:
+                signal.signal(getattr(signal, name), quit_now)
+            except ValueError:  # not the main thread (embedded use)
+                return
+    pulse = QTimer(app)
+    pulse.setObjectName("signalPulse")
+    pulse.timeout.connect(lambda: None)
+    pulse.start(250)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,400 @@
+"""The model the window edits, and the undoable edits on it.
+
+:class:`ModelController` holds the loaded model, its detected heads and the layer-tree records
+built from it, and announces changes with signals; the views (layer tree, status bar, panels)
+only listen. Every edit of the model goes through a :class:`QUndoCommand` pushed on the
+window's :class:`QUndoStack`:
+
+- :class:`SwapHeadCommand` replaces the heads through ``core.sources.swap_head``. It keeps the
+  old head *modules* (not copies), so undo puts back exactly the layers that were there, with
+  their weights, and redo re-installs the same new modules instead of building fresh random
+  ones.
+- :class:`SetHeadsCommand` changes which layer counts as the head ("Use as head").
+
+The tree is rebuilt with ``core.module_tree.build_module_tree`` after each change, reusing the
+output shapes of the load-time trace (only the new head's layers are shape-traced, on the
+``meta`` device), so undo and redo are instant even for big models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QUndoCommand
+
+if TYPE_CHECKING:  # torch is imported lazily: this module is on the start-up import path
+    from torch import nn
+
+    from headswap_gui.core.heads import HeadInfo, HeadSpec
+    from headswap_gui.core.module_tree import LayerRecord
+    from headswap_gui.core.sources import LoadedModel
+
+__all__ = ["HeadState", "ModelController", "SetHeadsCommand", "SwapHeadCommand"]
+
+
+@dataclass
+class HeadState:
+    """Everything a head swap changes, captured so it can be put back exactly."""
+
+    modules: dict[str, Any]  # head path -> the nn.Module installed there
+    heads: tuple[Any, ...]  # HeadInfo per head
+    class_names: tuple[str, ...] | None
+    attributes: dict[str, Any] = field(default_factory=dict)  # num_classes, HF config labels
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # output shapes in the heads
+
+
+class ModelController(QObject):
+    """The loaded model and what the window knows about it.
+
+    Signals:
+
+    * ``modelChanged(object)`` – a new :class:`LoadedModel` (or ``None``) was installed;
+    * ``headsChanged(object)`` – the heads (tuple of ``HeadInfo``) or their modules changed;
+    * ``treeChanged(object)`` – new layer records (``LayerRecord`` or ``None``);
+    * ``busyChanged(bool)`` – a worker owns the model (training); edits must wait.
+    """
+
+    modelChanged = Signal(object)
+    headsChanged = Signal(object)
+    treeChanged = Signal(object)
+    busyChanged = Signal(bool)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._loaded: LoadedModel | None = None
+        self._heads: tuple[HeadInfo, ...] = ()
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._tree: LayerRecord | None = None
+        self._busy = False
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def loaded(self) -> LoadedModel | None:
+        return self._loaded
+
+    @property
+    def heads(self) -> tuple[HeadInfo, ...]:
+        return self._heads
+
+    @property
+    def tree(self) -> LayerRecord | None:
+        return self._tree
+
+    @property
+    def output_shapes(self) -> dict[str, tuple[int, ...]]:
+        return dict(self._shapes)
+
+    def main_head(self) -> HeadInfo | None:
+        return next((h for h in self._heads if h.role == "main"), self._heads[0] if self._heads else None)
+
+    def num_classes(self) -> int | None:
+        head = self.main_head()
+        return head.out_features if head is not None else None
+
+    def is_busy(self) -> bool:
+        return self._busy
+
+    def set_busy(self, busy: bool) -> None:
+        if busy != self._busy:
+            self._busy = busy
+            self.busyChanged.emit(busy)
+
+    def set_model(
+        self,
+        loaded: LoadedModel | None,
+        heads: tuple[HeadInfo, ...] | list[HeadInfo] = (),
+        output_shapes: dict[str, tuple[int, ...]] | None = None,
+        tree: LayerRecord | None = None,
+    ) -> None:
+        """Install a freshly loaded model with what the loader found (tree built if missing)."""
+        self._loaded = loaded
+        self._heads = tuple(heads)
+        self._shapes = dict(output_shapes or {})
+        self._tree = None
+        self.modelChanged.emit(loaded)
+        self.headsChanged.emit(self._heads)
+        if loaded is not None and tree is None:
+            self.refresh_tree()
+        else:
+            self._tree = tree
+            self.treeChanged.emit(tree)
+
+    def refresh_tree(self) -> None:
+        """Rebuild the layer records from the model as it is now (heads, trainable flags).
+
+        No forward pass: the shapes come from the load-time trace, patched for swapped heads.
+        """
+        if self._loaded is None:
+            self._tree = None
+        else:
+            from headswap_gui.core.module_tree import build_module_tree
+
+            self._tree = build_module_tree(
+                self._loaded.model, self._loaded.preprocessing.input_size, list(self._heads), self._shapes
+            )
+        self.treeChanged.emit(self._tree)
+
+    # -- head states (used by the commands) ----------------------------------------------------
+
+    def capture(self, heads: tuple[HeadInfo, ...] | None = None) -> HeadState:
+        """The current head modules, infos, class names and class-count attributes."""
+        loaded = self._require_model()
+        heads = self._heads if heads is None else tuple(heads)
+        model = loaded.model
+        modules = {h.path: model.get_submodule(h.path) for h in heads}
+        shapes = {
+            path: shape for path, shape in self._shapes.items()
+            if any(path == h.path or path.startswith(h.path + ".") for h in heads)
+        }
+        return HeadState(modules, heads, loaded.class_names, _class_count_attributes(model), shapes)
+
+    def install(self, state: HeadState) -> None:
+        """Put ``state``'s modules back into the model and make it current."""
+        loaded = self._require_model()
+        model = loaded.model
+        reference = _reference_parameter(model, set(state.modules))
+        for path, module in state.modules.items():
+            if reference is not None:
+                module.to(device=reference.device)  # in place: the module object stays the same
+            _set_submodule(model, path, module)
+        loaded.class_names = state.class_names
+        _restore_class_count_attributes(model, state.attributes)
+        replaced_outputs = {p: (self._shapes.get(p), state.shapes.get(p)) for p in state.modules}
+        self._shapes = {
+            path: shape for path, shape in self._shapes.items()
+            if not any(path == p or path.startswith(p + ".") for p in state.modules)
+        }
+        self._shapes.update(state.shapes)
+        for path, (old_output, new_output) in replaced_outputs.items():
+            # Containers that pass the head's output through (the model itself) change with it.
+            for ancestor in _ancestors(path):
+                if old_output is not None and new_output is not None and self._shapes.get(ancestor) == old_output:
+                    self._shapes[ancestor] = new_output
+        self._heads = tuple(state.heads)
+        self.headsChanged.emit(self._heads)
+        self.refresh_tree()
+
+    def set_heads(self, heads: tuple[HeadInfo, ...]) -> None:
+        """Change which layers count as heads (the modules stay)."""
+        self._require_model()
+        self._heads = tuple(heads)
+        self.headsChanged.emit(self._heads)
+        self.refresh_tree()
+
+    def head_subtree_shapes(self, path: str, module: nn.Module, head: HeadInfo) -> dict[str, tuple[int, ...]]:
+        """Output shapes of a new head's layers, traced on ``meta`` from the old head's input."""
+        old = self._shapes.get(path)
+        if not old:
+            return {}
+        shape = list(old)
+        if head.is_conv and len(shape) >= 2:
+            shape[1] = head.in_features
+        else:
+            shape[-1] = head.in_features
+        return _trace_head_shapes(path, module, tuple(shape))
+
+    def _require_model(self) -> LoadedModel:
+        if self._loaded is None:
+            raise RuntimeError("no model loaded")
+        return self._loaded
+
+
+class SwapHeadCommand(QUndoCommand):
+    """Replace every head with a new design for ``num_classes`` classes, undoably.
+
+    The first ``redo`` (run by ``QUndoStack.push``) swaps through ``core.sources.swap_head``;
+    if core refuses, the command records the message in :attr:`error`, marks itself obsolete
+    (so the stack drops it) and leaves the model as it was.
+    """
+
+    def __init__(
+        self,
+        controller: ModelController,
+        num_classes: int,
+        spec: HeadSpec | None = None,
+        class_names: tuple[str, ...] | list[str] | None = None,
+        text: str | None = None,
+        parent: QUndoCommand | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._controller = controller
+        self._num_classes = int(num_classes)
+        self._spec = spec
+        self._class_names = tuple(class_names) if class_names is not None else None
+        self._before: HeadState | None = None
+        self._after: HeadState | None = None
+        self.error: str | None = None
+        design = spec.describe() if spec is not None else "Linear"
+        self.setText(text or f"Replace head ({design}, {self._num_classes} classes)")
+
+    @property
+    def before(self) -> HeadState | None:
+        return self._before
+
+    @property
+    def after(self) -> HeadState | None:
+        return self._after
+
+    def redo(self) -> None:
+        if self._after is not None:
+            self._controller.install(self._after)
+            return
+        from headswap_gui.core.errors import HeadswapError
+        from headswap_gui.core.heads import HeadSpec
+        from headswap_gui.core.sources import swap_head
+
+        controller = self._controller
+        loaded = controller.loaded
+        if loaded is None or not controller.heads:
+            self._fail("load a model with a detected head first (or right-click a layer → Use as head)")
+            return
+        before = controller.capture()
+        spec = self._spec or HeadSpec()
+        try:
+            new = swap_head(
+                loaded, self._num_classes, spec,
+                class_names=self._class_names, head_paths=[h.path for h in before.heads],
+            )
+        except HeadswapError as error:
+            self._fail(str(error))
+            return
+        old_by_path = {h.path: h for h in before.heads}
+        heads = tuple(
+            replace(
+                info,
+                role=old_by_path[info.path].role if info.path in old_by_path else info.role,
+                found_by=(
+                    f"replaced here with a new {spec.describe()} head (was {old_by_path[info.path].type_name} "
+                    f"with {old_by_path[info.path].out_features:,} outputs)"
+                )
+                if info.path in old_by_path else info.found_by,
+            )
+            for info in new
+        )
+        after = HeadState(
+            modules={h.path: loaded.model.get_submodule(h.path) for h in heads},
+            heads=heads,
+            class_names=loaded.class_names,
+            attributes=_class_count_attributes(loaded.model),
+        )
+        for head in heads:
+            after.shapes.update(controller.head_subtree_shapes(head.path, after.modules[head.path], head))
+        self._before, self._after = before, after
+        controller.install(after)
+
+    def undo(self) -> None:
+        if self._before is not None:
+            self._controller.install(self._before)
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        self.setObsolete(True)
+
+
+class SetHeadsCommand(QUndoCommand):
+    """Make other layers the heads (e.g. right-click → Use as head), undoably."""
+
+    def __init__(
+        self,
+        controller: ModelController,
+        heads: tuple[HeadInfo, ...] | list[HeadInfo],
+        text: str | None = None,
+        parent: QUndoCommand | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._controller = controller
+        self._before = tuple(controller.heads)
+        self._after = tuple(heads)
+        paths = ", ".join(h.path for h in self._after)
+        self.setText(text or f"Use {paths} as head")
+
+    def redo(self) -> None:
+        self._controller.set_heads(self._after)
+
+    def undo(self) -> None:
+        self._controller.set_heads(self._before)
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+    parent_path, _, name = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    setattr(parent, name, module)
+
+
+def _reference_parameter(model: nn.Module, head_paths: set[str]) -> Any:
+    """A parameter outside the heads: where the rest of the model lives now."""
+    for name, param in model.named_parameters():
+        if not any(name == p or name.startswith(p + ".") for p in head_paths):
+            return param
+    return None
+
+
+def _class_count_attributes(model: nn.Module) -> dict[str, Any]:
+    attributes: dict[str, Any] = {}
+    if isinstance(getattr(model, "num_classes", None), int):
+        attributes["num_classes"] = model.num_classes
+    config = getattr(model, "config", None)
+    if config is not None:
+        for key in ("num_labels", "id2label", "label2id"):
+            if hasattr(config, key):
+                value = getattr(config, key)
+                attributes[f"config.{key}"] = dict(value) if isinstance(value, dict) else value
+    return attributes
+
+
+def _restore_class_count_attributes(model: nn.Module, attributes: dict[str, Any]) -> None:
+    if "num_classes" in attributes:
+        model.num_classes = attributes["num_classes"]
+    config = getattr(model, "config", None)
+    if config is None:
+        return
+    # num_labels first: Hugging Face's setter regenerates id2label, which is restored after.
+    for key in ("num_labels", "id2label", "label2id"):
+        if f"config.{key}" in attributes:
+            setattr(config, key, attributes[f"config.{key}"])
+
+
+def _ancestors(path: str) -> list[str]:
+    """``"a.b.c"`` → ``["a.b", "a", ""]`` (the root is ``""``)."""
+    parts = path.split(".")
+    return [".".join(parts[:end]) for end in range(len(parts) - 1, -1, -1)]
+
+
+def _trace_head_shapes(path: str, module: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """Output shapes of ``module`` and its descendants for one ``meta`` input."""
+    import torch
+
+    shapes: dict[str, tuple[int, ...]] = {}
+    names = {sub: (f"{path}.{name}" if name else path) for name, sub in module.named_modules()}
+    handles = []
+
+    def hook(sub: nn.Module, _inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and names.get(sub) not in shapes:
+            shapes[names[sub]] = tuple(output.shape)
+
+    for sub in names:
+        handles.append(sub.register_forward_hook(hook))
+    modes = {sub: sub.training for sub in names}
+    try:
+        module.eval()
+        state = {
+            name: torch.empty_like(tensor, device="meta")
+            for name, tensor in list(module.named_parameters()) + list(module.named_buffers())
+        }
+        dtype = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
+        with torch.no_grad():
+            torch.func.functional_call(module, state, (torch.empty(input_shape, device="meta", dtype=dtype),))
+    except Exception:  # noqa: BLE001 - shapes are a nicety; the tree still shows without them
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+        for sub, training in modes.items():
+            sub.training = training
+    return shapes
