@@ -83,11 +83,19 @@ def export_model(
     """Write ``loaded.model`` as TorchScript (``.pt``) or ONNX (``.onnx``) and check parity."""
     if export_format not in EXPORT_FORMATS:
         raise HeadswapError(f"unknown export format {export_format!r}; choose torchscript or onnx")
+    device = next((p.device for p in loaded.model.parameters()), torch.device("cpu"))
+    was_training = loaded.model.training
+    try:
+        return _export_on_cpu(loaded, export_format, Path(path), images)
+    finally:  # the caller's model goes back where it was (a GPU, training mode)
+        loaded.model.to(device).train(was_training)
+
+
+def _export_on_cpu(loaded: LoadedModel, export_format: str, target: Path, images: list[str] | None) -> ExportReport:
     model = _LogitsOnly(loaded.model.eval()).to("cpu")
     batch, sample_source = sample_batch(loaded, images)
     with torch.inference_mode():
         expected = model(batch)
-    target = Path(path)
     if export_format == "torchscript":
         write_atomically(target, lambda temp: _export_torchscript(model, batch, temp))
         exported = torch.jit.load(str(target), map_location="cpu")
