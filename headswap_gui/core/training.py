@@ -1002,6 +1002,8 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, HeadswapError):
         return str(error)
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if "Expected more than 1 value per channel when training" in text:
+        return "BatchNorm layers cannot train on batches of one image; set the batch size to 2 or more"
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 

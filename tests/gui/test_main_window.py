@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -20,7 +19,6 @@ from PySide6.QtGui import QDragEnterEvent, QDropEvent, QFont, QKeySequence
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from headswap_gui.core import training
-from headswap_gui.core.events import RunFinished, RunStarted
 from headswap_gui.core.heads import HeadSpec
 from headswap_gui.core.runs import save_model_folder
 from headswap_gui.core.sources import STATE_DICT_SUFFIXES, load_model, swap_head
@@ -38,7 +36,9 @@ LOAD_MS = 60_000
 
 
 @pytest.fixture
-def window(qtbot, isolated_settings, tmp_path) -> Iterator[MainWindow]:
+def window(qtbot, isolated_settings, tmp_path, monkeypatch) -> Iterator[MainWindow]:
+    # A failing test may leave training running; closing must then never wait on a modal question.
+    monkeypatch.setattr(StopTrainingQuestion, "ask", classmethod(lambda cls, parent: True))
     win = MainWindow(settings=AppSettings(), runs_root=tmp_path / "runs")
     win.demo_data_dir = str(tmp_path / "digits")
     qtbot.addWidget(win)
@@ -91,21 +91,15 @@ def drop(target, paths: list[Path]) -> tuple[bool, bool]:
     return enter.isAccepted(), event.isAccepted()
 
 
-def blocking_fit(started: threading.Event | None = None):
-    """A stand-in for ``training.fit`` that runs until it is asked to stop."""
+def long_run() -> training.TrainConfig:
+    """A real run that would take minutes: tests stop it once it is under way."""
+    return training.TrainConfig(
+        epochs=500, batch_size=2, image_size=32, device="cpu", freeze="full", cache_features="off", lr=1e-4
+    )
 
-    def fake_fit(loaded, dataset, config, run_dir, *, stop=None, resume=False, head_spec=None):
-        def events():
-            Path(run_dir).mkdir(parents=True, exist_ok=True)
-            yield RunStarted(tuple(dataset.class_names), 4, 2, "cpu (test)", False, config.epochs, 1, 1, str(run_dir))
-            if started is not None:
-                started.set()
-            stop.wait(30)
-            yield RunFinished("stopped", "stopped by the test", None, None, str(run_dir))
 
-        return events()
-
-    return fake_fit
+def wait_until_training_steps(qtbot, win: MainWindow) -> None:
+    qtbot.waitUntil(lambda: win.plots_view.step_count() > 0, timeout=LOAD_MS)
 
 
 # -- the model and its head ----------------------------------------------------------------------
@@ -305,14 +299,14 @@ def test_training_swaps_the_head_undoably_and_locks_editing(
 ) -> None:
     load(qtbot, window, TINY)
     open_folder(qtbot, window, image_folder)
-    monkeypatch.setattr(training, "fit", blocking_fit())
     old_head = window.controller.loaded.model.get_submodule("classifier")
     with qtbot.waitSignal(window.trainingStarted, timeout=5000):
-        assert window.start_training(training.TrainConfig(epochs=1, batch_size=2, device="cpu"))
+        assert window.start_training(long_run())
     # The 1000-class head did not fit 2 classes: replaced with a Linear head, undoably.
     assert window.controller.num_classes() == 2
     assert window.undo_stack.count() == 1 and "Linear" in window.undo_stack.undoText()
     assert "Undo" in window.statusBar().currentMessage() or "Linear" in window.statusBar().currentMessage()
+    wait_until_training_steps(qtbot, window)
     qtbot.waitUntil(lambda: window.training_panel.status_text() != "", timeout=5000)
     assert window.is_training()
     assert not any(editing_actions_enabled(window))
@@ -321,8 +315,9 @@ def test_training_swaps_the_head_undoably_and_locks_editing(
     window._on_undo_action_triggered()
     assert window.controller.loaded.model.get_submodule("classifier") is not old_head
 
-    with qtbot.waitSignal(window.trainingFinished, timeout=10_000):
+    with qtbot.waitSignal(window.trainingFinished, timeout=1000) as finished:  # Stop acts within a step
         window.stop_action.trigger()
+    assert finished.args[0].reason == "stopped"
     assert not window.is_training()
     assert window.open_model_action.isEnabled() and window.replace_head_action.isEnabled()
     assert window.undo_action.isEnabled() and window.start_action.isEnabled()
@@ -334,10 +329,8 @@ def test_training_swaps_the_head_undoably_and_locks_editing(
 def test_close_during_training_asks_then_stops_cleanly(qtbot, window: MainWindow, image_folder: Path, monkeypatch) -> None:
     load(qtbot, window, TINY)
     open_folder(qtbot, window, image_folder)
-    started = threading.Event()
-    monkeypatch.setattr(training, "fit", blocking_fit(started))
-    assert window.start_training(training.TrainConfig(epochs=1, batch_size=2, device="cpu"))
-    qtbot.waitUntil(started.is_set, timeout=5000)
+    assert window.start_training(long_run())
+    wait_until_training_steps(qtbot, window)
 
     answers: list[bool] = []
     monkeypatch.setattr(StopTrainingQuestion, "ask", classmethod(lambda cls, parent: answers.append(False) or False))
