@@ -319,6 +319,7 @@ def test_training_swaps_the_head_undoably_and_locks_editing(
         window.stop_action.trigger()
     assert finished.args[0].reason == "stopped"
     assert not window.is_training()
+    qtbot.waitUntil(lambda: not window.is_model_busy(), timeout=LOAD_MS)  # evaluating the best epoch
     assert window.open_model_action.isEnabled() and window.replace_head_action.isEnabled()
     assert window.undo_action.isEnabled() and window.start_action.isEnabled()
     assert window.settings.last_hyperparameters()["batch_size"] == 2
