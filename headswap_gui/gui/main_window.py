@@ -1670,6 +1670,7 @@ def _scrollable(widget: QWidget) -> QWidget:
 
     area = QScrollArea()
     area.setObjectName(f"{widget.objectName() or 'page'}Scroll")
+    area.setAccessibleName(widget.accessibleName() or "Page")
     area.setWidgetResizable(True)
     area.setFrameShape(QFrame.Shape.NoFrame)
     area.setWidget(widget)

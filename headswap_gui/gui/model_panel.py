@@ -312,6 +312,7 @@ class ModelPanel(QWidget):
         self.details_box.setObjectName("layerDetailsBox")
         details_scroll = QScrollArea()
         details_scroll.setObjectName("layerDetailsScroll")
+        details_scroll.setAccessibleName(self.tr("Selected layer details"))
         details_scroll.setWidgetResizable(True)
         details_scroll.setFrameShape(QFrame.Shape.NoFrame)
         details_body = QWidget()

@@ -338,6 +338,7 @@ class TrainingPanel(QWidget):
         self._form_widget = form_widget
         scroll = QScrollArea(self)
         scroll.setObjectName("trainingFormScroll")
+        scroll.setAccessibleName(self.tr("Training settings"))
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
