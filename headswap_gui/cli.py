@@ -150,11 +150,15 @@ def _load(args: argparse.Namespace, *, structure_only: bool = False) -> Any:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from .core.heads import detect_heads
     from .core.module_tree import build_module_tree, render_tree
 
     loaded = _load(args, structure_only=True)
-    heads = loaded.find_heads(args.head_paths)
-    tree = build_module_tree(loaded.model, loaded.preprocessing.input_size, heads)
+    size = loaded.preprocessing.input_size
+    detection = detect_heads(loaded.model, size, args.head_paths)
+    heads = list(detection.heads)
+    shapes = detection.eval_trace.output_shapes if detection.eval_trace is not None else None
+    tree = build_module_tree(loaded.model, size, heads, shapes)  # reuses detection's trace
     if args.json:
         report = {
             "model": {
