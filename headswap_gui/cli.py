@@ -150,15 +150,14 @@ def _load(args: argparse.Namespace, *, structure_only: bool = False) -> Any:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from .core.heads import detect_heads
-    from .core.module_tree import build_module_tree, render_tree
+    from .core.errors import HeadError
+    from .core.module_tree import inspect_model, render_tree
 
     loaded = _load(args, structure_only=True)
-    size = loaded.preprocessing.input_size
-    detection = detect_heads(loaded.model, size, args.head_paths)
-    heads = list(detection.heads)
-    shapes = detection.eval_trace.output_shapes if detection.eval_trace is not None else None
-    tree = build_module_tree(loaded.model, size, heads, shapes)  # reuses detection's trace
+    inspection = inspect_model(loaded.model, loaded.preprocessing.input_size, args.head_paths)
+    if inspection.problem:
+        raise HeadError(inspection.problem)
+    heads, tree = list(inspection.heads), inspection.tree
     if args.json:
         report = {
             "model": {

@@ -131,3 +131,42 @@ def render_tree(record: LayerRecord, max_depth: int | None = None) -> str:
     lines.append(f"{'layer':<58} {'output':>16} {'parameters':>14}")
     add(record, 0)
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """Everything a view of a model needs: its heads, its layer tree, the traced output shapes,
+    and — when no head could be found — why, in words for the user."""
+
+    heads: tuple[HeadInfo, ...]
+    output_shapes: dict[str, tuple[int, ...]]
+    tree: LayerRecord
+    problem: str | None = None
+
+
+def inspect_model(model: "nn.Module", input_size: int = 224, head_paths: list[str] | None = None) -> Inspection:
+    """Find the heads and build the layer tree from one dummy forward pass.
+
+    A model without a detectable head is still inspected (the tree is worth showing); the
+    reason is in ``problem``.
+    """
+    from .errors import HeadError
+    from .heads import detect_heads
+    from .tracing import trace_forward
+
+    heads: tuple[HeadInfo, ...] = ()
+    shapes: dict[str, tuple[int, ...]] | None = None
+    problem = None
+    try:
+        detection = detect_heads(model, input_size, head_paths)
+        heads = detection.heads
+        if detection.eval_trace is not None:
+            shapes = detection.eval_trace.output_shapes
+    except HeadError as error:
+        problem = str(error)
+    if shapes is None:
+        try:
+            shapes = trace_forward(model, input_size).output_shapes
+        except Exception:  # noqa: BLE001 - a model that cannot run still has a structure
+            shapes = {}
+    return Inspection(heads, shapes, build_module_tree(model, input_size, list(heads), shapes), problem)

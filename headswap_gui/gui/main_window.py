@@ -230,37 +230,19 @@ def load_model_events(
     def events(stop: threading.Event) -> Iterator[object]:
         what = "Downloading (if needed) and loading" if download else "Loading"
         yield LoadStage(f"{what} {source}…")
-        from headswap_gui.core.errors import HeadswapError
-        from headswap_gui.core.heads import detect_heads
-        from headswap_gui.core.module_tree import build_module_tree
+        from headswap_gui.core.module_tree import inspect_model
         from headswap_gui.core.sources import load_model
-        from headswap_gui.core.tracing import trace_forward
 
         loaded = load_model(source, arch=arch, trust=trust, download=download)
         if stop.is_set():
             return
-        yield LoadStage(f"Finding the classifier head of {loaded.source}…")
-        size = loaded.preprocessing.input_size
-        heads: tuple[Any, ...] = ()
-        shapes: dict[str, tuple[int, ...]] | None = None
-        problem = None
-        try:
-            detection = detect_heads(loaded.model, size)
-            heads = detection.heads
-            if detection.eval_trace is not None:
-                shapes = detection.eval_trace.output_shapes
-        except HeadswapError as error:
-            problem = str(error)
-        if shapes is None:
-            try:
-                shapes = trace_forward(loaded.model, size).output_shapes
-            except Exception:  # noqa: BLE001 - the tree still shows without shapes
-                shapes = {}
+        yield LoadStage(f"Finding the classifier head of {loaded.source} and building the layer tree…")
+        inspection = inspect_model(loaded.model, loaded.preprocessing.input_size)
         if stop.is_set():
             return
-        yield LoadStage("Building the layer tree…")
-        tree = build_module_tree(loaded.model, size, list(heads), shapes)
-        yield ModelLoadResult(loaded, tuple(heads), dict(shapes), tree, problem)
+        yield ModelLoadResult(
+            loaded, inspection.heads, dict(inspection.output_shapes), inspection.tree, inspection.problem
+        )
 
     return events
 
