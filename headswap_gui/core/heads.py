@@ -167,9 +167,19 @@ def detect_heads(model: nn.Module, input_size: int = 224, head_paths: list[str] 
 
 
 def _has_idle_layers(model: nn.Module, trace: TraceResult) -> bool:
+    """Whether a whole branch with weights never ran. A layer that did not run inside a parent
+    that did (``nn.MultiheadAttention`` uses ``out_proj``'s weights without calling it) is not
+    idle; a branch such as GoogLeNet's ``aux1``, never entered in eval mode, is."""
     executed = set(trace.executed)
+
+    def inside_executed_parent(path: str) -> bool:
+        parts = path.split(".")
+        return any(".".join(parts[:end]) in executed for end in range(1, len(parts)))
+
     return any(
-        path not in executed and any(True for _ in module.parameters(recurse=False))
+        path not in executed
+        and any(True for _ in module.parameters(recurse=False))
+        and not inside_executed_parent(path)
         for path, module in model.named_modules()
     )
 

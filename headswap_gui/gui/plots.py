@@ -6,14 +6,20 @@ smoothing slider, a log-y toggle, and a marker on the best epoch.
 
 Performance: each curve is created once; events append into numpy buffers that double when
 full, and a short coalescing timer hands pyqtgraph views of the filled part. A flood of events
-therefore costs one ``setData`` per frame, not one per event. The step curves downsample
-(peak mode) and clip to the visible range, so hours of steps still pan smoothly.
+therefore costs one ``setData`` per frame, not one per event, and only the plots whose data
+changed are touched: a step redraws the loss plot, the two per-epoch plots (and the title that
+names the best epoch) wait for the next epoch. Redraws come at most five times a second: a
+pyqtgraph redraw is Python work on the GUI thread that holds the GIL, and the training thread
+needs the GIL between its kernels, so every redraw slows training a little (measured in
+``bench/bench_gui_throughput.py``). The step curves downsample (peak mode) and clip
+to the visible range, so hours of steps still pan smoothly.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -29,6 +35,7 @@ from PySide6.QtWidgets import (  # noqa: E402
     QCheckBox,
     QHBoxLayout,
     QLabel,
+    QSizePolicy,
     QSlider,
     QVBoxLayout,
     QWidget,
@@ -54,7 +61,8 @@ CSV_COLUMNS: tuple[str, ...] = (
 
 _DEFAULT_SMOOTHING = 0.6
 _SLIDER_STEPS = 100  # slider value v means smoothing v / 100, 0 .. 0.99
-_REFRESH_MS = 40  # coalesce redraws to at most ~25 a second
+_REFRESH_MS = 40  # a redraw waits this long for more events to coalesce
+_MIN_REDRAW_INTERVAL_MS = 200  # and comes at most 5 times a second (see TrainingPlotsView)
 
 
 def ema_smooth(values: Sequence[float] | np.ndarray, weight: float) -> np.ndarray:
@@ -133,6 +141,28 @@ class _IntegerAxis(pg.AxisItem):
         return whole or [(1.0, 0.0)]
 
 
+_LEGEND_CELL = (1, 1)  # PlotItem's grid: row 0 title, 1 top axis, 2 data, 3 bottom axis; column 1 data
+
+
+def _legend_above(plot: pg.PlotItem, columns: int) -> pg.LegendItem:
+    """A one-line legend between the plot's title and its data area, right-aligned.
+
+    It takes the grid cell of the top axis (never shown in these plots, so it leaves the
+    layout), so the layout reserves the legend's height and the view box shrinks to make room:
+    the legend can never cover a curve, wherever the data falls. Curves created afterwards
+    with ``plot.plot(name=...)`` add themselves, as with ``PlotItem.addLegend``.
+    """
+    top_axis = plot.getAxis("top")
+    top_axis.hide()
+    plot.layout.removeItem(top_axis)
+    legend = pg.LegendItem(offset=None, colCount=columns, horSpacing=10, verSpacing=0, labelTextSize="9pt")
+    legend.layout.setContentsMargins(4, 0, 0, 0)
+    legend.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)  # its own size, not the row's
+    plot.layout.addItem(legend, *_LEGEND_CELL, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+    plot.legend = legend
+    return legend
+
+
 class _Theme:
     """Colours derived from the widget palette, so plots follow light and dark modes."""
 
@@ -178,6 +208,10 @@ class TrainingPlotsView(QWidget):
         self._best_epoch: int | None = None
         self._best_point: tuple[float, float] | None = None
         self._applying_theme = False
+        self._steps_dirty = False  # step data not yet handed to the curves
+        self._epochs_dirty = False  # epoch data not yet handed to the curves
+        self._acc_title: str | None = None  # the accuracy title as last set (skip same-text sets)
+        self._last_redraw = -math.inf  # time.monotonic() of the last coalesced redraw
 
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setSingleShot(True)
@@ -255,9 +289,11 @@ class TrainingPlotsView(QWidget):
         loss.setDownsampling(auto=True, mode="peak")
         loss.setClipToView(True)
 
-        self._loss_legend = loss.addLegend(offset=(-8, 8))
-        self._acc_legend = acc.addLegend(offset=(-8, -8))
-        self._eloss_legend = eloss.addLegend(offset=(-8, 8))
+        # Legends sit above the data area, not on it: curves reach every corner of these plots
+        # (accuracy climbs into the top right, loss falls into the bottom right).
+        self._loss_legend = _legend_above(loss, columns=2)
+        self._acc_legend = _legend_above(acc, columns=3)
+        self._eloss_legend = _legend_above(eloss, columns=2)
 
         self._raw_curve = loss.plot(name="raw")
         self._smooth_curve = loss.plot(name="smoothed")
@@ -300,7 +336,7 @@ class TrainingPlotsView(QWidget):
                     axis.setTextPen(pg.mkPen(fg))
                 plot.setLabel("bottom", xlabel, color=fg.name())
                 plot.setLabel("left", ylabel, color=fg.name())
-            self._update_accuracy_title()
+            self._update_accuracy_title(force=True)
             self._update_loss_label()
             for legend in (self._loss_legend, self._acc_legend, self._eloss_legend):
                 legend.setBrush(pg.mkBrush(theme.legend_brush))
@@ -361,10 +397,14 @@ class TrainingPlotsView(QWidget):
             if event.is_best:
                 self._best_epoch = int(event.epoch)
                 self._best_point = (float(event.epoch), float(event.val_accuracy))
+            self._epochs_dirty = True
         else:
             return
+        if isinstance(event, StepMetrics):
+            self._steps_dirty = True
         if not self._refresh_timer.isActive():
-            self._refresh_timer.start()
+            since = (time.monotonic() - self._last_redraw) * 1000.0
+            self._refresh_timer.start(int(max(_REFRESH_MS, _MIN_REDRAW_INTERVAL_MS - since)))
 
     def add_events(self, events: Iterable[object]) -> None:
         """Record many events (e.g. replaying a run log) with a single redraw."""
@@ -382,12 +422,34 @@ class TrainingPlotsView(QWidget):
         self.refresh()
 
     def refresh(self) -> None:
-        """Push buffered data to the curves now instead of at the next coalesced redraw."""
+        """Push all buffered data to the curves now instead of at the next coalesced redraw."""
         self._refresh_timer.stop()
-        steps, epochs = self._steps, self._epochs
+        self._refresh_steps()
+        self._refresh_epochs()
+
+    def _refresh_changed(self) -> None:
+        """The coalesced redraw: only the plots whose data changed since the last one.
+
+        Every ``setData`` makes pyqtgraph re-range its view and re-tick its axes, and every
+        title change re-lays out the whole grid, so repainting the per-epoch plots on each step
+        would cost the GUI thread (and, through the GIL, the training thread) for nothing.
+        """
+        self._last_redraw = time.monotonic()
+        if self._steps_dirty:
+            self._refresh_steps()
+        if self._epochs_dirty:
+            self._refresh_epochs()
+
+    def _refresh_steps(self) -> None:
+        self._steps_dirty = False
+        steps = self._steps
         x = steps.column("global_step")
         self._raw_curve.setData(x, steps.column("loss"), connect="finite")
         self._smooth_curve.setData(x, steps.column("smoothed"), connect="finite")
+
+    def _refresh_epochs(self) -> None:
+        self._epochs_dirty = False
+        epochs = self._epochs
         ex = epochs.column("epoch")
         self._train_acc_curve.setData(ex, epochs.column("train_accuracy"), connect="finite")
         self._val_acc_curve.setData(ex, epochs.column("val_accuracy"), connect="finite")
@@ -408,11 +470,13 @@ class TrainingPlotsView(QWidget):
                 line.setValue(bx)
                 line.setVisible(True)
 
-    def _update_accuracy_title(self) -> None:
+    def _update_accuracy_title(self, *, force: bool = False) -> None:
         title = self.tr("Accuracy per epoch")
         if self._best_epoch is not None:
             title += self.tr(" — best: epoch %1").replace("%1", str(self._best_epoch))
-        self._acc_plot.setTitle(title, color=self._theme.foreground, size="10pt")
+        if force or title != self._acc_title:  # a new title re-lays out every plot of the grid
+            self._acc_title = title
+            self._acc_plot.setTitle(title, color=self._theme.foreground, size="10pt")
 
     def _update_loss_label(self) -> None:
         label = self.tr("loss (log scale)") if self.log_scale() else self.tr("loss")
@@ -496,7 +560,7 @@ class TrainingPlotsView(QWidget):
 
     @Slot()
     def _on_refresh_timer_timeout(self) -> None:
-        self.refresh()
+        self._refresh_changed()
 
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override
         if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
