@@ -286,6 +286,7 @@ def fit(
     stop: threading.Event | None = None,
     resume: bool = False,
     head_spec: HeadSpec | None = None,
+    heads: Sequence[HeadInfo] | None = None,
 ) -> Iterator[Event]:
     """Train ``loaded.model`` on ``dataset``; a generator of :mod:`events` (see the module
     docstring for their order).
@@ -299,7 +300,8 @@ def fit(
     so far), ``headswap.json``, ``metrics.csv`` and the resume checkpoint of the last epoch;
     it is itself a model source for :func:`sources.load_model`. ``resume=True`` continues the
     run in ``run_dir`` from its last finished epoch (model, optimizer, schedule, RNG and the
-    recorded split); ``config.epochs`` may be raised to train longer.
+    recorded split); ``config.epochs`` may be raised to train longer. ``heads`` passes heads the
+    caller has already found (the window has them from loading), sparing a trace.
 
     The model is trained in place on the chosen device and ends with the best epoch's
     weights. The head's starting weights come from the caller: seed torch before
@@ -309,7 +311,7 @@ def fit(
     Basic checks (config, class count, run folder) raise :class:`HeadswapError` right here;
     the rest of the preparation runs on the first ``next()``.
     """
-    trainer = _Trainer(loaded, dataset, config, run_dir, stop or threading.Event(), resume, head_spec)
+    trainer = _Trainer(loaded, dataset, config, run_dir, stop or threading.Event(), resume, head_spec, heads)
     return trainer.run()
 
 
@@ -344,6 +346,7 @@ class _Trainer:
         stop: threading.Event,
         resume: bool,
         head_spec: HeadSpec | None,
+        known_heads: Sequence[HeadInfo] | None = None,
     ) -> None:
         if not isinstance(config, TrainConfig):
             raise HeadswapError("config must be a TrainConfig")
@@ -363,7 +366,7 @@ class _Trainer:
         self.preprocessing = (
             loaded.preprocessing.with_input_size(config.image_size) if config.image_size else loaded.preprocessing
         )
-        self.heads = self._check_heads(head_spec)
+        self.heads = self._check_heads(head_spec, known_heads)
         self.head_paths = [h.path for h in self.heads]
         if self.run_dir is not None and not resume and runs.has_run(self.run_dir):
             raise HeadswapError(
@@ -382,9 +385,13 @@ class _Trainer:
 
     # -- preparation ------------------------------------------------------------------------
 
-    def _check_heads(self, head_spec: HeadSpec | None) -> list[HeadInfo]:
+    def _check_heads(self, head_spec: HeadSpec | None, known: Sequence[HeadInfo] | None) -> list[HeadInfo]:
         n = len(self.class_names)
-        heads = find_heads(self.model, self.preprocessing.input_size)
+        names = dict(self.model.named_modules())
+        if known and all(h.path in names for h in known):
+            heads = list(known)  # the caller traced them already; a second trace would cost seconds
+        else:
+            heads = find_heads(self.model, self.preprocessing.input_size)
         wrong = [h for h in heads if h.out_features != n]
         if wrong and head_spec is not None:
             swap_head(self.loaded, n, head_spec, class_names=self.class_names)

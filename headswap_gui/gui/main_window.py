@@ -1244,10 +1244,12 @@ class MainWindow(QMainWindow):
         if self.results_panel is not None and hasattr(self.results_panel, "clear"):
             self.results_panel.clear()
 
+        heads = self.controller.heads
+
         def factory(stop: threading.Event) -> Iterator[object]:
             from headswap_gui.core import training
 
-            return training.fit(loaded, dataset, config, run_dir, stop=stop)
+            return training.fit(loaded, dataset, config, run_dir, stop=stop, heads=heads)
 
         runner = self._start_runner("train", factory)
         runner.eventEmitted.connect(self._on_train_runner_eventEmitted)
