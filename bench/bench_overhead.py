@@ -212,22 +212,9 @@ def baseline_run(setup: Setup, info: Any) -> RunResult:
         for epoch in range(setup.epochs):
             started, cpu_started = time.perf_counter(), time.process_time()
             model.train()
-            running_loss, running_corrects, seen = 0.0, 0, 0
-            for inputs, labels in train_loader:
-                inputs = inputs.to(device, non_blocking=pin)
-                labels = labels.to(device, non_blocking=pin)
-                if setup.channels_last:
-                    inputs = inputs.contiguous(memory_format=torch.channels_last)
-                optimizer.zero_grad()
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    outputs = model(inputs)
-                    loss = criterion(outputs, labels)
-                _, preds = torch.max(outputs, 1)
-                loss.backward()
-                optimizer.step()
-                running_loss += loss.item() * inputs.size(0)
-                running_corrects += int(torch.sum(preds == labels.data))
-                seen += inputs.size(0)
+            _, _, seen = _common.tutorial_train_epoch(
+                model, train_loader, optimizer, criterion, device,
+                pin=pin, channels_last=setup.channels_last, amp_dtype=amp_dtype)
             _common.sync(setup.device)
             train_done, cpu_done = time.perf_counter(), time.process_time()
             model.eval()

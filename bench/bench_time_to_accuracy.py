@@ -190,21 +190,9 @@ def baseline_time(setup: Setup, info: Any) -> Result:
             # dropout is on. "frozen-eval" keeps the whole model in eval mode instead (the
             # new Linear head behaves the same in both modes), as fit does for freeze="head".
             model.train(setup.baseline_mode == "tutorial")
-            running_loss, running_corrects = 0.0, 0
-            for inputs, labels in train_loader:
-                inputs = inputs.to(device, non_blocking=pin)
-                labels = labels.to(device, non_blocking=pin)
-                if setup.channels_last:
-                    inputs = inputs.contiguous(memory_format=torch.channels_last)
-                optimizer.zero_grad()
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    outputs = model(inputs)
-                    loss = criterion(outputs, labels)
-                _, preds = torch.max(outputs, 1)
-                loss.backward()
-                optimizer.step()
-                running_loss += loss.item() * inputs.size(0)
-                running_corrects += int(torch.sum(preds == labels.data))
+            _common.tutorial_train_epoch(
+                model, train_loader, optimizer, criterion, device,
+                pin=pin, channels_last=setup.channels_last, amp_dtype=amp_dtype)
             model.eval()
             corrects = total = 0
             with torch.no_grad():
