@@ -211,3 +211,41 @@ def tutorial_train_epoch(model: Any, loader: Any, optimizer: Any, criterion: Any
         running_corrects += int(torch.sum(preds == labels.data))
         seen += inputs.size(0)
     return running_loss, running_corrects, seen
+
+
+def tutorial_accuracy(model: Any, loader: Any, device: Any, *, pin: bool, channels_last: bool, amp_dtype: Any) -> float:
+    """The tutorial loop's validation pass: top-1 accuracy with the model in eval mode."""
+    import torch
+
+    model.eval()
+    corrects = total = 0
+    with torch.no_grad():
+        for inputs, labels in loader:
+            inputs = inputs.to(device, non_blocking=pin)
+            labels = labels.to(device, non_blocking=pin)
+            if channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                outputs = model(inputs)
+            corrects += int((outputs.argmax(1) == labels).sum())
+            total += labels.size(0)
+    return corrects / total
+
+
+def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
+    """Run the real Qt event loop (``QEventLoop.exec``, as ``app.exec`` would) until
+    ``predicate()`` holds; a 20 ms timer checks it. Exits the benchmark on time-out."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    if predicate():
+        return
+    deadline = time.perf_counter() + timeout_s
+    loop = QEventLoop()
+    check = QTimer()
+    check.setInterval(20)
+    check.timeout.connect(lambda: loop.quit() if predicate() or time.perf_counter() > deadline else None)
+    check.start()
+    loop.exec()
+    check.stop()
+    if not predicate():
+        raise SystemExit(f"timed out waiting for {what}")

@@ -148,25 +148,6 @@ def _where(frame: Any, depth: int = 3) -> str:
     return " > ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in stack[-depth:])
 
 
-def wait_until(app: Any, predicate: Any, timeout_s: float, what: str) -> None:
-    """Run the real Qt event loop (``QEventLoop.exec``, as ``app.exec`` would) until
-    ``predicate()`` holds; a 20 ms timer checks it."""
-    from PySide6.QtCore import QEventLoop, QTimer
-
-    if predicate():
-        return
-    deadline = time.perf_counter() + timeout_s
-    loop = QEventLoop()
-    check = QTimer()
-    check.setInterval(20)
-    check.timeout.connect(lambda: loop.quit() if predicate() or time.perf_counter() > deadline else None)
-    check.start()
-    loop.exec()
-    check.stop()
-    if not predicate():
-        raise SystemExit(f"timed out waiting for {what}")
-
-
 def run_once(app: Any, args: argparse.Namespace, work: Path, index: int) -> dict[str, Any]:
     from headswap_gui.core.events import RunFinished, StepMetrics
     from headswap_gui.gui.main_window import MainWindow
@@ -182,7 +163,7 @@ def run_once(app: Any, args: argparse.Namespace, work: Path, index: int) -> dict
     window.modelLoaded.connect(lambda *_: ready.__setitem__("model", True))
     window.demoDataReady.connect(lambda *_: ready.__setitem__("data", True))
     window.open_demo()
-    wait_until(app, lambda: ready["model"] and ready["data"] and not window.is_loading(), 300, "the demo")
+    _common.wait_until(lambda: ready["model"] and ready["data"] and not window.is_loading(), 300, "the demo")
     overrides = {
         "epochs": args.epochs, "batch_size": 32, "lr": 1e-3, "freeze": args.freeze, "augment": args.augment,
         "image_size": 64, "device": "cpu", "cpu_threads": args.threads, "seed": 0, "warmup_epochs": 0.0,
@@ -209,18 +190,18 @@ def run_once(app: Any, args: argparse.Namespace, work: Path, index: int) -> dict
     probe.start()
     watchdog.start()
     idle_until = time.perf_counter() + args.idle_s
-    wait_until(app, lambda: time.perf_counter() > idle_until, args.idle_s + 5, "the idle baseline")
+    _common.wait_until(lambda: time.perf_counter() > idle_until, args.idle_s + 5, "the idle baseline")
     marks["start"] = time.perf_counter()
     assert window.start_training(config)
     marks["start_call_done"] = time.perf_counter()
     runner = window.runners()["train"]
     runner.eventEmitted.connect(on_event)
-    wait_until(app, lambda: runner._thread is not None and runner._thread.worker_ident is not None, 30, "the worker")
+    _common.wait_until(lambda: runner._thread is not None and runner._thread.worker_ident is not None, 30, "the worker")
     watchdog.worker_ident = runner._thread.worker_ident
-    wait_until(app, lambda: "run_finished" in marks, TIMEOUT_S, "the end of training")
-    wait_until(app, lambda: "results" in marks or window.last_error is not None, 300, "the Results page")
+    _common.wait_until(lambda: "run_finished" in marks, TIMEOUT_S, "the end of training")
+    _common.wait_until(lambda: "results" in marks or window.last_error is not None, 300, "the Results page")
     end = time.perf_counter() + 1.0
-    wait_until(app, lambda: time.perf_counter() > end, 5, "the tail")
+    _common.wait_until(lambda: time.perf_counter() > end, 5, "the tail")
     probe.stop()
     watchdog.stop_flag.set()
     watchdog.join()

@@ -93,7 +93,7 @@ def window_child(args: argparse.Namespace) -> int:
     from headswap_gui.gui.qt_env import prepare_qt_environment
 
     prepare_qt_environment()
-    from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings, QTimer
+    from PySide6.QtCore import QCoreApplication, QSettings
     from PySide6.QtWidgets import QApplication
 
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(work / "settings"))
@@ -110,20 +110,6 @@ def window_child(args: argparse.Namespace) -> int:
     from headswap_gui.gui.main_window import MainWindow
     from headswap_gui.gui.settings import AppSettings
 
-    def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
-        if predicate():
-            return
-        deadline = time.perf_counter() + timeout_s
-        loop = QEventLoop()
-        check = QTimer()
-        check.setInterval(20)
-        check.timeout.connect(lambda: loop.quit() if predicate() or time.perf_counter() > deadline else None)
-        check.start()
-        loop.exec()
-        check.stop()
-        if not predicate():
-            raise SystemExit(f"window: timed out waiting for {what}")
-
     window = MainWindow(settings=AppSettings(), runs_root=work / "runs")
     window.resize(1400, 900)
     window.show()
@@ -131,16 +117,16 @@ def window_child(args: argparse.Namespace) -> int:
     window.modelLoaded.connect(lambda *_: seen.__setitem__("model", True))
     window.trainingFinished.connect(lambda event: seen.__setitem__("finished", event))
     assert window.load_model("demo")
-    wait_for(lambda: seen.get("model") and not window.is_loading(), 300, "the demo model")
+    _common.wait_until(lambda: seen.get("model") and not window.is_loading(), 300, "the demo model")
     window.data_panel.datasetChanged.connect(lambda info: seen.__setitem__("data", info))
     window.open_data_folder(args.data)
-    wait_for(lambda: seen.get("data") is not None, 300, "the image folder")
+    _common.wait_until(lambda: seen.get("data") is not None, 300, "the image folder")
     config = TrainConfig(**config_kwargs(args))
     torch.manual_seed(config.seed)  # as the CLI does before swapping the head
     gui_cpu = time.thread_time()
     gui_wall = time.perf_counter()
     assert window.start_training(config)
-    wait_for(lambda: "finished" in seen, 3600, "the end of training")
+    _common.wait_until(lambda: "finished" in seen, 3600, "the end of training")
     gui_cpu, gui_wall = time.thread_time() - gui_cpu, time.perf_counter() - gui_wall
     finished = seen["finished"]
     window.shutdown(60_000)

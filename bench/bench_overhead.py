@@ -217,19 +217,8 @@ def baseline_run(setup: Setup, info: Any) -> RunResult:
                 pin=pin, channels_last=setup.channels_last, amp_dtype=amp_dtype)
             _common.sync(setup.device)
             train_done, cpu_done = time.perf_counter(), time.process_time()
-            model.eval()
-            corrects = total = 0
-            with torch.no_grad():
-                for inputs, labels in val_loader:
-                    inputs = inputs.to(device, non_blocking=pin)
-                    labels = labels.to(device, non_blocking=pin)
-                    if setup.channels_last:
-                        inputs = inputs.contiguous(memory_format=torch.channels_last)
-                    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                        outputs = model(inputs)
-                    corrects += int((outputs.argmax(1) == labels).sum())
-                    total += labels.size(0)
-            accuracy = corrects / total
+            accuracy = _common.tutorial_accuracy(
+                model, val_loader, device, pin=pin, channels_last=setup.channels_last, amp_dtype=amp_dtype)
             if accuracy > best_acc:
                 best_acc, best_weights = accuracy, copy.deepcopy(model.state_dict())
             _common.sync(setup.device)

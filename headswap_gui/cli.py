@@ -255,7 +255,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .core.data import scan_image_folder
     from .core.errors import HeadswapError
     from .core.export import sample_images
     from .core.images import is_image_file

@@ -9,7 +9,9 @@ slower or unsupported, and fp32 is the safe default.
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -121,3 +123,17 @@ def _mps_available() -> bool:
 
 def _available_hint() -> str:
     return "available: " + ", ".join(d.name for d in list_devices())
+
+
+def autocast_context(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager[Any]:
+    """Mixed precision for ``device`` when ``dtype`` is set (see :func:`autocast_dtype`), else nothing."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def to_device_batch(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """An input batch on ``device``, in channels-last layout for image batches when asked,
+    matching a model moved to that layout."""
+    images = images.to(device, non_blocking=True)
+    if channels_last and images.ndim == 4:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images

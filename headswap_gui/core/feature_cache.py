@@ -17,13 +17,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from .devices import autocast_context, to_device_batch
 from .events import Progress
 from .heads import HeadInfo
 from .tracing import call_model, split_outputs
@@ -115,14 +116,12 @@ def extract_features(
     done = 0
     last_event = 0.0
     interval = 1.0 / max(max_events_per_second, 1e-6)
-    amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
+    amp = autocast_context(device, autocast_dtype)
     with torch.no_grad(), capture_head_input(model, head_path) as captured:
         for images, targets in loader:
             if stop is not None and stop.is_set():
                 return None
-            images = images.to(device, non_blocking=True)
-            if channels_last and images.ndim == 4:
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = to_device_batch(images, device, channels_last)
             with amp:
                 call_model(model, images)
             features = captured.pop()

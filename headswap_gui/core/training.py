@@ -28,7 +28,6 @@ import os
 import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,7 +41,15 @@ from torch.utils.data import DataLoader, Sampler
 
 from . import feature_cache, runs
 from .data import AUGMENT_PRESETS, DatasetInfo, ImageDataset, ImageSample, SplitInfo, build_transform, split_samples
-from .devices import PRECISIONS, autocast_dtype, describe_device, resolve_device, training_threads
+from .devices import (
+    PRECISIONS,
+    autocast_context,
+    autocast_dtype,
+    describe_device,
+    resolve_device,
+    to_device_batch,
+    training_threads,
+)
 from .errors import HeadswapError
 from .events import EpochMetrics, Event, Note, Progress, RunFinished, RunStarted, StepMetrics
 from .freezing import (
@@ -223,15 +230,13 @@ def evaluate(
     if first is not None and first.device != device:
         model.to(device)
     model.eval()
-    amp = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
+    amp = autocast_context(device, autocast_dtype)
     targets, predictions, probabilities, losses = [], [], [], []
     with torch.no_grad():
         for images, labels in loader:
             if stop is not None and stop.is_set():
                 return None
-            images = images.to(device, non_blocking=True)
-            if channels_last and images.ndim == 4:
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = to_device_batch(images, device, channels_last)
             labels = labels.to(device, non_blocking=True)
             with amp:
                 logits, _ = split_outputs(call_model(model, images))
@@ -750,13 +755,11 @@ class _Trainer:
         window_loss = torch.zeros((), device=device)
         seen = window_images = 0
         started = window_started = last_event = time.perf_counter()
-        amp = torch.autocast(device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None else nullcontext()
+        amp = autocast_context(device, self.autocast_dtype)
         optimizer, scaler = self.optimizer, self.scaler
         for step, (inputs, targets) in enumerate(batches, 1):
-            inputs = inputs.to(device, non_blocking=True)
+            inputs = to_device_batch(inputs, device, self.channels_last)
             targets = targets.to(device, non_blocking=True)
-            if self.channels_last and inputs.ndim == 4:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
             optimizer.zero_grad(set_to_none=True)
             with amp:
                 output = self.head(inputs) if cached else call_model(self.model, inputs)
@@ -809,7 +812,7 @@ class _Trainer:
     def _validate(self) -> tuple[float, float] | None:
         device = self.device
         self.model.eval()
-        amp = torch.autocast(device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None else nullcontext()
+        amp = autocast_context(device, self.autocast_dtype)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         seen = 0
@@ -821,10 +824,8 @@ class _Trainer:
             for inputs, targets in batches:
                 if self.stop.is_set():
                     return None
-                inputs = inputs.to(device, non_blocking=True)
+                inputs = to_device_batch(inputs, device, self.channels_last)
                 targets = targets.to(device, non_blocking=True)
-                if self.channels_last and inputs.ndim == 4:
-                    inputs = inputs.contiguous(memory_format=torch.channels_last)
                 with amp:
                     logits = self.head(inputs) if self.cache_head is not None else split_outputs(call_model(self.model, inputs))[0]
                 loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum")

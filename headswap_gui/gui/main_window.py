@@ -203,7 +203,7 @@ class LoadStage:
 
 @dataclass
 class ModelLoadResult:
-    loaded: Any  # LoadedModel
+    loaded: LoadedModel
     heads: tuple[Any, ...]
     output_shapes: dict[str, tuple[int, ...]]
     tree: Any  # LayerRecord

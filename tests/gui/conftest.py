@@ -7,12 +7,15 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before anything imports Qt
 
 from pathlib import Path  # noqa: E402
-from typing import Iterator  # noqa: E402
+from typing import TYPE_CHECKING, Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 from PySide6.QtCore import QCoreApplication, QSettings  # noqa: E402
 
 from headswap_gui.gui.worker import running_runners  # noqa: E402
+
+if TYPE_CHECKING:
+    from headswap_gui.gui.main_window import MainWindow
 
 _GRACE_MS = 3000
 
@@ -67,3 +70,24 @@ def isolated_settings(tmp_path: Path, qapp) -> Iterator[Path]:
         QCoreApplication.setOrganizationDomain(domain)
         QCoreApplication.setApplicationName(app)
         QSettings.setDefaultFormat(fmt)
+
+
+@pytest.fixture
+def window(qtbot, isolated_settings, tmp_path, monkeypatch) -> Iterator["MainWindow"]:
+    """The real main window with every page built, private settings and run folder, shown."""
+    from PySide6.QtWidgets import QMessageBox
+
+    from headswap_gui.gui.main_window import MainWindow, StopTrainingQuestion
+    from headswap_gui.gui.settings import AppSettings
+
+    # A failing test may leave training running; closing must then never wait on a modal question.
+    monkeypatch.setattr(StopTrainingQuestion, "ask", classmethod(lambda cls, parent: True))
+    win = MainWindow(settings=AppSettings(), runs_root=tmp_path / "runs")
+    win.demo_data_dir = str(tmp_path / "digits")
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    win.shutdown(10_000)
+    for box in win.findChildren(QMessageBox):
+        box.close()

@@ -10,9 +10,6 @@ box's popup list, and the clear button Qt puts into a QLineEdit.
 
 from __future__ import annotations
 
-from typing import Iterator
-
-import pytest
 from PySide6.QtWidgets import (
     QAbstractButton,
     QAbstractItemView,
@@ -23,7 +20,6 @@ from PySide6.QtWidgets import (
     QGraphicsView,
     QHeaderView,
     QLineEdit,
-    QMessageBox,
     QPlainTextEdit,
     QScrollBar,
     QTabBar,
@@ -33,7 +29,6 @@ from PySide6.QtWidgets import (
 )
 
 from headswap_gui.gui.main_window import MainWindow
-from headswap_gui.gui.settings import AppSettings
 
 # What a person can operate: click, type into, choose from, drag, scroll through or focus.
 INTERACTIVE = (
@@ -92,18 +87,6 @@ def describe(widget: QWidget) -> str:
     text = getattr(widget, "text", None)
     label = f" text={text()!r}" if callable(text) else ""
     return f"{type(widget).__name__}{label} in " + " < ".join(chain)
-
-
-@pytest.fixture
-def window(qtbot, isolated_settings, tmp_path) -> Iterator[MainWindow]:
-    win = MainWindow(settings=AppSettings(), runs_root=tmp_path / "runs")  # builds every page
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.shutdown(10_000)
-    for box in win.findChildren(QMessageBox):
-        box.close()
 
 
 def test_all_pages_are_built(window: MainWindow) -> None:

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -33,21 +32,6 @@ LOAD_MS = 60_000
 
 
 # -- fixtures ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def window(qtbot, isolated_settings, tmp_path, monkeypatch) -> Iterator[MainWindow]:
-    # A failing test may leave training running; closing must then never wait on a modal question.
-    monkeypatch.setattr(StopTrainingQuestion, "ask", classmethod(lambda cls, parent: True))
-    win = MainWindow(settings=AppSettings(), runs_root=tmp_path / "runs")
-    win.demo_data_dir = str(tmp_path / "digits")
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    win.shutdown(10_000)
-    for box in win.findChildren(QMessageBox):
-        box.close()
 
 
 @pytest.fixture
