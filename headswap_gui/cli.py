@@ -10,8 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +22,24 @@ EXIT_USER_ERROR = 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _printable_streams()
     parser = build_parser()
     args = parser.parse_args(argv)
     from .core.errors import HeadswapError
 
     try:
-        return int(args.handler(args) or 0)
+        with _terminate_as_interrupt():
+            return int(args.handler(args) or 0)
     except HeadswapError as error:
-        print(f"headswap: error: {error}", file=sys.stderr)
+        hint = _flag_hint(error)
+        print(f"headswap: error: {error}{f' ({hint})' if hint else ''}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except _Interrupted as interrupt:
+        print(f"headswap: {interrupt.name} received; stopped (nothing is left half-written)", file=sys.stderr)
+        return 128 + interrupt.signum
     except KeyboardInterrupt:
-        print("headswap: interrupted", file=sys.stderr)
-        return 130
+        print("headswap: interrupted (nothing is left half-written)", file=sys.stderr)
+        return 128 + signal.SIGINT
     except Exception as error:  # noqa: BLE001 - last resort: one line, the traceback on request
         if os.environ.get("HEADSWAP_DEBUG"):
             raise
@@ -40,6 +49,81 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _flag_hint(error: Exception) -> str:
+    """The command-line way to act on a typed core error (core messages name no flags)."""
+    from .core.errors import NeedsArchitectureError, NeedsTrustError, RunExistsError
+
+    if isinstance(error, NeedsTrustError):
+        return "add --trust to load it anyway"
+    if isinstance(error, NeedsArchitectureError):
+        return "name it with --arch, e.g. --arch torchvision:resnet50"
+    if isinstance(error, RunExistsError):
+        return "--resume continues it, --force replaces it" if error.kind == "training-run" else "--force replaces it"
+    return ""
+
+
+class _Interrupted(KeyboardInterrupt):
+    """SIGTERM (or a second SIGINT during training) raised where the program stood, so that
+    every ``finally`` runs: temp files are removed and the run folder's lock is released."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
+def _raise_interrupted(signum: int, _frame: Any) -> None:
+    raise _Interrupted(signum)
+
+
+@contextmanager
+def _handle_signals(handler: Any, signals: Sequence[int]) -> Iterator[None]:
+    """Install ``handler`` for ``signals`` while the block runs (main thread only: Python
+    delivers signals there, and ``main()`` may be called from a test's worker thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, handler) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _terminate_as_interrupt() -> Any:
+    return _handle_signals(_raise_interrupted, [signal.SIGTERM])
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
+    """During training, SIGINT or SIGTERM asks the run to stop after the current step (it
+    then ends as "stopped" with its last epoch committed); a second signal interrupts at once."""
+    received: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            _raise_interrupted(signum, frame)
+        received.append(signum)
+        stop.set()
+        print(f"\nheadswap: {signal.Signals(signum).name} received; stopping after the current step "
+              "(send it again to stop at once)", file=sys.stderr, flush=True)
+
+    with _handle_signals(handler, [signal.SIGINT, signal.SIGTERM]):
+        yield received
+
+
+def _printable_streams() -> None:
+    """File names that are not valid UTF-8 print as escapes instead of crashing the print."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     swap.add_argument("--class-names", help="comma-separated class names, in output order")
     _add_head_arguments(swap)
     swap.add_argument("-o", "--output", required=True, help="model folder to write")
+    swap.add_argument("--force", action="store_true", help="replace a run or model already in --output")
     swap.set_defaults(handler=_swap)
 
     models = commands.add_parser("models", help="list the model names a source offers")
@@ -75,29 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("data", help="image folder: one subfolder per class, or train/ and val/ inside")
     train.add_argument("-o", "--output", required=True, help="run folder to write (a model source afterwards)")
     _add_head_arguments(train)
-    train.add_argument("--freeze", choices=["head", "gradual", "last-k", "full"], default="head",
-                       help="what trains: the head only (default), head then backbone, the last k blocks, or all")
-    train.add_argument("--unfreeze-after", type=int, default=2, help="gradual: epochs before the backbone unfreezes")
-    train.add_argument("--last-k", type=int, default=1, help="last-k: backbone blocks that train")
-    train.add_argument("--epochs", type=int, default=10)
-    train.add_argument("--batch-size", type=int, default=32)
-    train.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-2 for --freeze head, else 1e-3)")
-    train.add_argument("--weight-decay", type=float, default=0.01)
-    train.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
-    train.add_argument("--schedule", choices=["cosine", "onecycle", "constant"], default="cosine")
-    train.add_argument("--label-smoothing", type=float, default=0.0)
-    train.add_argument("--class-weights", action="store_true", help="weight the loss by inverse class frequency")
-    train.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm")
-    train.add_argument("--image-size", type=int, default=None, help="input size (default: the model's own)")
-    train.add_argument("--val-fraction", type=float, default=0.2)
-    train.add_argument("--augment", choices=["none", "light", "strong"], default="none")
-    train.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    train.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--workers", type=int, default=0, help="image-decoding processes (0: in-process)")
-    train.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    train.add_argument("--patience", type=int, default=None, help="stop after this many epochs without improvement")
-    train.add_argument("--resume", action="store_true", help="continue the run in --output from its last epoch")
+    for flags, options in _TRAIN_OPTIONS:
+        train.add_argument(*flags, **options)
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --output from its last epoch, with its recorded settings "
+                            "(only --epochs, --patience, --device, --precision, --workers, --threads may change)")
+    train.add_argument("--force", action="store_true", help="replace a run or model already in --output")
+    train.add_argument("--show-skipped", action="store_true", help="list every skipped file with its reason")
     train.set_defaults(handler=_train)
 
     predict = commands.add_parser("predict", help="classify images with a trained run (or any model source)")
@@ -119,6 +188,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_TRAIN_OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("--freeze",), dict(choices=["head", "gradual", "last-k", "full"], default="head",
+                         help="what trains: the head only (default), head then backbone, the last k blocks, or all")),
+    (("--unfreeze-after",), dict(type=int, default=2, help="gradual: epochs before the backbone unfreezes")),
+    (("--last-k",), dict(type=int, default=1, help="last-k: backbone blocks that train")),
+    (("--epochs",), dict(type=int, default=10)),
+    (("--batch-size",), dict(type=int, default=32)),
+    (("--lr",), dict(type=float, default=None, help="learning rate (default: 1e-2 for --freeze head, else 1e-3)")),
+    (("--weight-decay",), dict(type=float, default=0.01)),
+    (("--optimizer",), dict(choices=["adamw", "sgd"], default="adamw")),
+    (("--schedule",), dict(choices=["cosine", "onecycle", "constant"], default="cosine")),
+    (("--label-smoothing",), dict(type=float, default=0.0)),
+    (("--class-weights",), dict(action="store_true", help="weight the loss by inverse class frequency")),
+    (("--grad-clip",), dict(type=float, default=None, help="clip the gradient norm")),
+    (("--image-size",), dict(type=int, default=None, help="input size in pixels, 8 to 2048 (default: the model's own)")),
+    (("--val-fraction",), dict(type=float, default=0.2)),
+    (("--augment",), dict(choices=["none", "light", "strong"], default="none")),
+    (("--device",), dict(default="auto", help="auto, cpu, cuda, cuda:N or mps")),
+    (("--precision",), dict(choices=["auto", "fp32", "bf16", "fp16"], default="auto")),
+    (("--seed",), dict(type=int, default=0)),
+    (("--workers",), dict(type=int, default=0, help="image-decoding processes (0: in-process)")),
+    (("--threads",), dict(type=int, default=None, help="CPU threads (default: all cores)")),
+    (("--patience",), dict(type=int, default=None, help="stop after this many epochs without improvement")),
+]
+"""The training options: one table builds the parser and says what a flag left at its
+default means on ``--resume`` (keep the run's recorded value)."""
+
+_CONFIG_FIELD = {"threads": "cpu_threads"}  # argument dest → TrainConfig field, where they differ
+_HEAD_ARGUMENTS = ("head", "hidden", "activation", "dropout", "norm")
+
+
 def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="model source (demo, torchvision:resnet50, timm:NAME, hf:DIR, a file or folder)")
     parser.add_argument("--arch", help="architecture of a weights file, e.g. torchvision:resnet50")
@@ -128,12 +228,16 @@ def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the head layer's path, when detection fails (repeatable)")
 
 
+_HEAD_DEFAULTS: dict[str, Any] = {"head": "linear", "hidden": [512], "activation": "relu", "dropout": 0.0, "norm": "none"}
+
+
 def _add_head_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--head", choices=["linear", "mlp"], default="linear", help="new head design")
-    parser.add_argument("--hidden", type=int, nargs="+", default=[512], help="MLP hidden sizes")
-    parser.add_argument("--activation", choices=["relu", "gelu", "silu", "tanh"], default="relu")
-    parser.add_argument("--dropout", type=float, default=0.0, help="dropout before each layer of the head")
-    parser.add_argument("--norm", choices=["none", "batchnorm", "layernorm"], default="none", help="MLP normalisation")
+    d = _HEAD_DEFAULTS
+    parser.add_argument("--head", choices=["linear", "mlp"], default=d["head"], help="new head design")
+    parser.add_argument("--hidden", type=int, nargs="+", default=d["hidden"], help="MLP hidden sizes")
+    parser.add_argument("--activation", choices=["relu", "gelu", "silu", "tanh"], default=d["activation"])
+    parser.add_argument("--dropout", type=float, default=d["dropout"], help="dropout before each layer of the head")
+    parser.add_argument("--norm", choices=["none", "batchnorm", "layernorm"], default=d["norm"], help="MLP normalisation")
 
 
 def _head_spec(args: argparse.Namespace) -> Any:
@@ -192,7 +296,7 @@ def _swap(args: argparse.Namespace) -> int:
     loaded = _load(args)
     names = [name.strip() for name in args.class_names.split(",")] if args.class_names else None
     heads = swap_head(loaded, args.classes, _head_spec(args), class_names=names, head_paths=args.head_paths)
-    folder = save_model_folder(args.output, loaded)
+    folder = save_model_folder(args.output, loaded, overwrite=args.force)
     for head in heads:
         print(f"swapped {head.path} ({head.role}): {head.type_name} {head.in_features} → {head.out_features}")
     print(f"saved {folder}")
@@ -220,41 +324,96 @@ def _demo_data(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from .core.data import scan_image_folder
-    from .core.devices import cpu_cores
-    from .core.sources import swap_head
-    from .core.training import TrainConfig, fit, suggested_lr
     from .cli_progress import ProgressPrinter
+    from .core.data import printable_path, scan_image_folder
+    from .core.sources import load_model, swap_head
+    from .core.training import fit
 
-    config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or suggested_lr(args.freeze),
-        weight_decay=args.weight_decay, optimizer=args.optimizer, schedule=args.schedule,
-        label_smoothing=args.label_smoothing, class_weights=args.class_weights, grad_clip=args.grad_clip,
-        freeze=args.freeze, unfreeze_after=args.unfreeze_after, last_k=args.last_k, augment=args.augment,
-        image_size=args.image_size, val_fraction=args.val_fraction, seed=args.seed, device=args.device,
-        precision=args.precision, workers=args.workers, patience=args.patience,
-        cpu_threads=args.threads or cpu_cores(),
-    )
     dataset = scan_image_folder(args.data)
     print(dataset.summary(), file=sys.stderr)
+    if args.show_skipped:
+        for skipped in dataset.skipped:
+            print(f"skipped {printable_path(skipped.path)}: {skipped.reason}", file=sys.stderr)
+    elif dataset.skipped:
+        print("(--show-skipped lists them by name; headswap.json records them)", file=sys.stderr)
     if args.resume:
-        from .core.sources import load_model
-
+        config = _resume_config(args)
         loaded = load_model(args.output)
     else:
+        config = _train_config(args)
         loaded = _load(args)
         torch.manual_seed(args.seed)  # the new head's initial weights repeat with the seed
         swap_head(loaded, len(dataset.class_names), _head_spec(args), class_names=dataset.class_names,
                   head_paths=args.head_paths)
     printer = ProgressPrinter(sys.stderr)
     finished = None
-    for event in fit(loaded, dataset, config, args.output, resume=args.resume, head_spec=_head_spec(args)):
-        printer.show(event)
-        finished = event
+    stop = threading.Event()
+    events = fit(loaded, dataset, config, args.output, stop=stop, resume=args.resume, head_spec=_head_spec(args),
+                 overwrite=args.force)
+    with _stop_on_signals(stop) as signals:
+        for event in events:
+            printer.show(event)
+            finished = event
+    if signals:
+        return 128 + signals[0]
     return 0 if finished is not None and finished.reason in ("completed", "early-stopped", "stopped") else 1
 
 
+def _train_config(args: argparse.Namespace) -> Any:
+    from .core.devices import cpu_cores
+    from .core.training import TrainConfig, suggested_lr
+
+    values = {_CONFIG_FIELD.get(dest, dest): getattr(args, dest) for dest in _train_option_defaults()}
+    if values["lr"] is None:
+        values["lr"] = suggested_lr(args.freeze)
+    if values["cpu_threads"] is None:
+        values["cpu_threads"] = cpu_cores()
+    return TrainConfig(**values)
+
+
+def _resume_config(args: argparse.Namespace) -> Any:
+    """The run's recorded settings with the flags given on this command line on top; the
+    engine refuses those that would change what the run learns."""
+    from dataclasses import replace
+
+    from .core.devices import cpu_cores
+    from .core.errors import RunFolderError, RunSettingsError
+    from .core.run_manifest import KIND_TRAINING_RUN, manifest_kind, read_manifest
+    from .core.training import TrainConfig
+
+    recorded = read_manifest(args.output)
+    if manifest_kind(recorded) != KIND_TRAINING_RUN:
+        raise RunFolderError(f"nothing to resume in {args.output}: it holds no training run (train into it first)")
+    given = [name for name in _HEAD_ARGUMENTS if getattr(args, name) != _HEAD_DEFAULTS[name]] + (
+        ["--head-path"] if args.head_paths else []
+    )
+    if given:
+        raise RunSettingsError(
+            f"the run in {args.output} keeps the head it was trained with; --resume takes no head options "
+            f"(given: {', '.join(given)}); start a new run for another head"
+        )
+    source = recorded.get("source")
+    if args.source not in (source, args.output) and Path(args.source).resolve() != Path(args.output).resolve():
+        raise RunSettingsError(
+            f"the run in {args.output} was trained from {source}, not {args.source}; resume it with the same "
+            "source (or the run folder itself), or start a new run"
+        )
+    config = TrainConfig.from_dict(recorded["training"])
+    changes = {
+        _CONFIG_FIELD.get(dest, dest): getattr(args, dest)
+        for dest, default in _train_option_defaults().items()
+        if getattr(args, dest) != default
+    }
+    changes.setdefault("cpu_threads", cpu_cores())
+    return replace(config, **changes)
+
+
+def _train_option_defaults() -> dict[str, Any]:
+    return {flags[0].lstrip("-").replace("-", "_"): options.get("default", False) for flags, options in _TRAIN_OPTIONS}
+
+
 def _predict(args: argparse.Namespace) -> int:
+    from .core.data import printable_path
     from .core.errors import HeadswapError
     from .core.export import sample_images
     from .core.images import is_image_file
@@ -265,25 +424,58 @@ def _predict(args: argparse.Namespace) -> int:
     images: list[str] = []
     for item in args.images:
         path = Path(item)
-        images.extend(sorted(str(p) for p in path.rglob("*") if is_image_file(p)) if path.is_dir() else [item])
-    images = images or sample_images(loaded)
-    if not images:
-        raise HeadswapError("no images to classify: name image files or a folder")
+        if path.is_dir():
+            found = sorted(str(p) for p in path.rglob("*") if p.is_file() and is_image_file(p))
+            if not found:
+                raise HeadswapError(f"{printable_path(item)} holds no image files ({', '.join(_IMAGE_KINDS)})")
+            images.extend(found)
+        elif path.exists():
+            images.append(item)
+        else:
+            raise HeadswapError(f"no such image or folder: {printable_path(item)}")
+    if not args.images:
+        images = sample_images(loaded)
+        if not images:
+            raise HeadswapError("no images to classify: name image files or a folder")
     predictions = predict_images(loaded, images, args.top_k)
+    failed = [p for p in predictions if p.error is not None]
     if args.json:
-        print(json.dumps([p.to_dict() for p in predictions], indent=2))
-        return 0
-    for prediction in predictions:
-        ranked = ", ".join(f"{label} {p:.1%}" for label, p in zip(prediction.labels, prediction.probabilities))
-        print(f"{prediction.image}: {ranked}")
+        print(json.dumps([p.to_dict() for p in predictions], indent=2, ensure_ascii=False))
+    else:
+        for prediction in predictions:
+            if prediction.error is None:
+                ranked = ", ".join(f"{label} {p:.1%}" for label, p in zip(prediction.labels, prediction.probabilities))
+                print(f"{prediction.image}: {ranked}")
+    for prediction in failed:
+        print(f"headswap: {prediction.image}: {prediction.error}", file=sys.stderr)
+    if failed:
+        print(f"headswap: {len(failed)} of {len(predictions)} images could not be classified", file=sys.stderr)
+        return EXIT_USER_ERROR
     return 0
 
 
+_IMAGE_KINDS = ("jpg", "png", "bmp", "gif", "webp", "tif", "ppm", "pgm")
+
+
 def _export(args: argparse.Namespace) -> int:
+    from .core.errors import HeadswapError
     from .core.export import export_model
+    from .core.run_lock import RunLock
+    from .core.run_manifest import MANIFEST_FILE
     from .core.sources import load_model
 
-    report = export_model(load_model(args.source), args.format, args.output)
+    target = Path(args.output)
+    if target.is_dir():
+        suffix = "onnx" if args.format == "onnx" else "pt"
+        raise HeadswapError(f"{target} is a folder; give a file name, e.g. {target / f'model.{suffix}'}")
+    loaded = load_model(args.source)
+    folder = target.parent if (target.parent / MANIFEST_FILE).is_file() else None
+    lock = RunLock(folder) if folder is not None else None  # no run may commit into it meanwhile
+    try:
+        report = export_model(loaded, args.format, args.output)
+    finally:
+        if lock is not None:
+            lock.release()
     print(report.describe())
     return 0
 

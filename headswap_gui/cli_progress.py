@@ -58,11 +58,8 @@ class ProgressPrinter:
             )
         elif isinstance(event, RunFinished):
             self._line(f"{event.reason}: {event.message}")
-            if event.best_val_accuracy is not None:
-                self._line(
-                    f"best validation accuracy {event.best_val_accuracy:.1%} (epoch {event.best_epoch}); "
-                    f"run saved to {event.run_dir}"
-                )
+            for line in _saved_lines(event):
+                self._line(line)
 
     def _redraw(self, text: str) -> None:
         if self._live:
@@ -75,3 +72,24 @@ class ProgressPrinter:
             self._stream.write("\r" + " " * (shutil.get_terminal_size((100, 20)).columns - 1) + "\r")
         self._stream.write(text + "\n")
         self._stream.flush()
+
+
+def _saved_lines(event: RunFinished) -> list[str]:
+    """What the run folder holds now — said only as far as it is true (a failed write must
+    never be followed by "saved")."""
+    best = (
+        f"best validation accuracy {event.best_val_accuracy:.1%} (epoch {event.best_epoch})"
+        if event.best_val_accuracy is not None else None
+    )
+    if event.run_dir is None:
+        return [best] if best else []
+    if event.saved_epochs is None:
+        return [best] if best else []
+    if event.reason in ("completed", "early-stopped"):
+        return [f"{best}; run saved to {event.run_dir}" if best else f"run saved to {event.run_dir}"]
+    if event.saved_epochs == 0:
+        return [f"{event.run_dir} holds the starting model and no finished epoch; `--resume` starts the run again there"]
+    held = f"{event.run_dir} holds {event.saved_epochs} finished epoch{'s' if event.saved_epochs != 1 else ''}"
+    if event.reason == "diverged":
+        return [f"{best}; {held}, the best one as its model" if best else held]
+    return [f"{best}; {held}; `--resume` continues from the last one" if best else f"{held}; `--resume` continues"]

@@ -22,7 +22,9 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[str], None])
         write(temp)
         with open(temp, "rb+") as stream:
             os.fsync(stream.fileno())
+        os.chmod(temp, 0o644)  # mkstemp's 0600 would hide a user's own run from their other accounts
         os.replace(temp, target)
+        _sync_folder(target.parent)
     except BaseException:
         if os.path.exists(temp):
             os.remove(temp)
@@ -35,3 +37,16 @@ def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
             stream.write(text)
 
     write_atomically(path, write)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a power cut must not undo a commit."""
+    if os.name == "nt":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the rename is still atomic
+    finally:
+        os.close(fd)

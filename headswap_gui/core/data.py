@@ -37,6 +37,9 @@ SplitSource = Literal["random", "folders"]
 ProgressCallback = Callable[[int, int], None]
 
 _TRAIN_DIR, _VAL_DIR = "train", "val"
+MAX_ASPECT_RATIO = 4
+"""Beyond this long:short ratio the eval transform crops before it resizes (the centre crop
+discards the rest anyway)."""
 _PROGRESS_INTERVAL_S = 0.1
 _CHUNK = 16
 
@@ -219,6 +222,7 @@ def scan_image_folder(
     class_folders = [
         (prefix, name, folder / name) for prefix, folder in layout for name in class_names
     ]
+    _require_distinct_class_folders(base, class_folders)
     visited = {os.path.realpath(path) for path in [base, *(f for _, f in layout)]}
     visited.update(os.path.realpath(path) for _, _, path in class_folders)
     candidates: list[tuple[str, str, str]] = []  # (part prefix, class name, path)
@@ -229,7 +233,13 @@ def scan_image_folder(
     label_of = {name: label for label, name in enumerate(class_names)}
     found: dict[tuple[str, str], list[ImageSample]] = {}
     sizes: list[tuple[int, int]] = []
+    class_of_file: dict[str, str] = {}  # real path → the class that holds it first
     for (prefix, name, path), result in zip(candidates, results):
+        real = os.path.realpath(path)
+        first = class_of_file.setdefault(real, name)
+        if first != name:  # one file linked into two classes would train under both labels
+            skipped.append(SkippedFile(path, f"same file as in class '{first}'"))
+            continue
         if isinstance(result, str):
             skipped.append(SkippedFile(path, result))
             continue
@@ -346,6 +356,7 @@ def build_transform(
     if not train or augment == "none":
         return v2.Compose(
             [
+                CropExtremeAspect(),
                 v2.Resize(preprocessing.resize_size, interpolation=interpolation, antialias=True),
                 v2.CenterCrop(size),
                 *to_tensor,
@@ -369,6 +380,30 @@ def build_transform(
             v2.RandomErasing(p=0.25),  # after Normalize, so erased pixels are mean-grey
         ]
     )
+
+
+class CropExtremeAspect:
+    """Centre-crop the long side of an image more than :data:`MAX_ASPECT_RATIO` times its
+    short side, before the resize.
+
+    Resizing the short side of a 1×300,000 strip to 256 px would make a 256×76,800,000 image
+    (tens of GB) only for the centre crop to throw nearly all of it away; cropping first keeps
+    memory bounded by the resize target. Images within the ratio pass untouched, so every
+    ordinary image is transformed bit for bit as before. A class (not a lambda) so it pickles
+    into spawned DataLoader workers.
+    """
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        short, long = min(width, height), max(width, height)
+        if long <= MAX_ASPECT_RATIO * short:
+            return image
+        keep = MAX_ASPECT_RATIO * short
+        if width > height:
+            left = (width - keep) // 2
+            return image.crop((left, 0, left + keep, height))
+        top = (height - keep) // 2
+        return image.crop((0, top, width, top + keep))
 
 
 def _interpolation(name: str) -> InterpolationMode:
@@ -442,6 +477,39 @@ def _split_class_names(base: Path, train: list[str], val: list[str]) -> list[str
     return names
 
 
+def _require_distinct_class_folders(base: Path, folders: list[tuple[str, str, Path]]) -> None:
+    """Two class names for one folder (a symlink to another class) would label every image
+    twice; class names must also be storable (UTF-8) with the run."""
+    seen: dict[str, str] = {}
+    for prefix, name, path in folders:
+        if not _is_utf8(name):
+            raise DataError(
+                f"The class folder name {printable_path(name)!r} in {printable_path(str(base))} is not valid "
+                "UTF-8; rename the folder."
+            )
+        first = seen.setdefault(os.path.realpath(path), f"{prefix}{name}")
+        if first != f"{prefix}{name}":
+            raise DataError(
+                f"Class folders '{first}' and '{prefix}{name}' in {base} are the same folder (one links to the "
+                "other), so its images would be trained under two labels. Remove the link or make it a real "
+                "folder with its own images."
+            )
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # os.fsdecode turned undecodable bytes into surrogates
+        return False
+    return True
+
+
+def printable_path(path: str) -> str:
+    """``path`` as text that can always be printed and stored as UTF-8 (undecodable bytes of
+    a file name become ``\\xNN``-style escapes)."""
+    return path.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _require_two_classes(folder: Path, names: list[str]) -> None:
     if len(names) < 2:
         found = f" ({', '.join(names)})" if names else ""
@@ -486,6 +554,8 @@ def _check(path: str) -> str | tuple[int, int]:
     """``(width, height)`` of a usable image, else the reason to skip it."""
     if not is_image_file(path):
         return "not an image"
+    if not _is_utf8(path):
+        return "file name is not valid UTF-8 (rename it)"
     try:
         if os.path.getsize(path) == 0:
             return "zero bytes"

@@ -8,6 +8,8 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
+
 
 class HeadswapError(Exception):
     """A problem with the user's input, explained in the message."""
@@ -23,3 +25,56 @@ class HeadError(HeadswapError):
 
 class DataError(HeadswapError):
     """An image folder cannot be used for training."""
+
+
+class NeedsArchitectureError(SourceError):
+    """A weights file holds tensors only; the caller must say which architecture they fit."""
+
+
+class NeedsTrustError(SourceError):
+    """A file holds pickled Python objects; loading it needs the user's explicit trust."""
+
+
+class RunFolderError(HeadswapError):
+    """A run folder cannot be used as asked (damaged, of another kind, not writable)."""
+
+
+class RunBusyError(RunFolderError):
+    """Another process (or job) is writing the run folder; ``pid`` is the holder's, if known."""
+
+    def __init__(self, message: str, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+class RunExistsError(RunFolderError):
+    """The folder already holds a run (or model) that this job would overwrite.
+
+    ``kind`` is ``"training-run"`` or ``"model"``; front ends add how to resume or replace it.
+    """
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class RunSettingsError(RunFolderError):
+    """Resuming with these settings would make the run inconsistent."""
+
+
+def describe_os_error(error: OSError) -> str:
+    """A file-system error as words, without Python's ``[Errno N]`` prefix."""
+    reasons = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is used up",
+        errno.EROFS: "the disk is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.ENOENT: "the folder does not exist",
+        errno.ENOTDIR: "a file stands where a folder is needed",
+        errno.EISDIR: "it is a folder",
+        errno.EFBIG: "the file is too large for this disk",
+    }
+    reason = reasons.get(error.errno or -1) or (error.strerror or str(error) or type(error).__name__).lower()
+    where = f" ({error.filename})" if error.filename else ""
+    return f"{reason}{where}"

@@ -83,6 +83,7 @@ class RunFinished:
     best_epoch: int | None
     best_val_accuracy: float | None
     run_dir: str | None
+    saved_epochs: int | None = None  # epochs the run folder holds, committed (None: no folder)
 
 
 Event = Union[RunStarted, Progress, Note, StepMetrics, EpochMetrics, RunFinished]

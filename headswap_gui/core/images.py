@@ -23,6 +23,9 @@ IMAGE_EXTENSIONS = frozenset(
 """Lower-case file extensions treated as images when scanning a folder."""
 
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+_BYTES_PER_SAMPLE = {"I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2, "I": 4, "F": 4}
+"""Decoding budget weights: a 16-bit image costs twice the memory of an 8-bit one of the
+same size, so Pillow's pixel limit counts its pixels twice."""
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _EXIF_ORIENTATION = 0x0112
 _EXIF_QUARTER_TURNS = frozenset({5, 6, 7, 8})
@@ -84,9 +87,11 @@ def _open_unloaded(path: str | os.PathLike[str]) -> Image.Image:
         raise _too_large(path, str(exc)) from exc
     limit = Image.MAX_IMAGE_PIXELS
     width, height = image.size
-    if limit is not None and width * height > limit:
+    weight = _BYTES_PER_SAMPLE.get(image.mode, 1)
+    if limit is not None and width * height * weight > limit:
         image.close()  # catch_warnings is not thread-safe, so do not rely on it alone
-        raise _too_large(path, f"{width}x{height} pixels exceeds the limit of {limit}")
+        depth = f" at {8 * weight} bits per sample" if weight > 1 else ""
+        raise _too_large(path, f"{width}x{height} pixels{depth} exceeds the limit of {limit // weight} pixels")
     return image
 
 
@@ -100,8 +105,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     image = ImageOps.exif_transpose(image)
     if image.mode in _SIXTEEN_BIT_MODES:
         # Pillow's own I;16 -> L conversion clips at 255 instead of scaling.
-        values = np.asarray(image, dtype=np.float64)
-        scaled = np.clip(values / 257.0 + 0.5, 0, 255).astype(np.uint8)
+        # Integer arithmetic: a float64 copy would cost 8 bytes per pixel on images near the limit.
+        values = np.asarray(image).astype(np.int64 if image.mode == "I" else np.uint32, copy=False)
+        scaled = np.clip((values + 128) // 257, 0, 255).astype(np.uint8)
         return Image.fromarray(scaled).convert("RGB")
     if image.mode in _ALPHA_MODES or "transparency" in image.info:
         rgba = image.convert("RGBA")

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .atomic import write_atomically, write_text_atomically
+from .atomic import write_text_atomically
 from .heads import HeadInfo, built_heads, find_heads
-from .sources import RUN_METADATA_FILE, RUN_WEIGHTS_FILE, LoadedModel
-
-FORMAT_VERSION = 1
+from .run_manifest import FORMAT, FORMAT_VERSION, KIND_MODEL, LEGACY_WEIGHTS_FILE
+from .sources import LoadedModel
 
 
 def model_metadata(loaded: LoadedModel, heads: list[HeadInfo] | None = None) -> dict[str, Any]:
@@ -28,7 +28,7 @@ def model_metadata(loaded: LoadedModel, heads: list[HeadInfo] | None = None) -> 
     designs = built_heads(loaded.model)
     main = next((h for h in heads if h.role == "main"), heads[0])
     return {
-        "format": "headswap-model",
+        "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "source": loaded.source,
         "architecture": loaded.architecture,
@@ -60,21 +60,30 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def save_weights(model: nn.Module, path: str | Path) -> None:
-    """Write the model's state dict as safetensors, atomically."""
+def weights_writer(model: nn.Module) -> Callable[[str], None]:
+    """A :data:`run_store.FileWriter` for the model's state dict as safetensors. The tensors
+    are copied now, so the file holds the weights of this moment whenever it is written."""
     from safetensors.torch import save_file
 
     state = _state_for_safetensors(model)
-    write_atomically(path, lambda temp: save_file(state, temp, metadata={"format": "pt"}))
+    return lambda temp: save_file(state, temp, metadata={"format": "pt"})
 
 
-def save_model_folder(folder: str | Path, loaded: LoadedModel, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``loaded`` as a model folder; ``extra`` adds to the metadata (training config,
-    metrics, split...). The weights are written before the metadata that points at them."""
+def save_model_folder(
+    folder: str | Path, loaded: LoadedModel, extra: dict[str, Any] | None = None, *, overwrite: bool = False
+) -> Path:
+    """Write ``loaded`` as a model folder; ``extra`` adds to the metadata. The folder is
+    locked while it is written, and a folder holding a run or model is only replaced with
+    ``overwrite`` (:class:`errors.RunExistsError` otherwise)."""
+    from .run_store import RunWriter
+
     folder = Path(folder)
-    metadata = {**model_metadata(loaded), **(extra or {})}
-    save_weights(loaded.model, folder / RUN_WEIGHTS_FILE)
-    write_json(folder / RUN_METADATA_FILE, metadata)
+    writer = RunWriter(folder, overwrite=overwrite)
+    try:
+        manifest = {**model_metadata(loaded), "kind": KIND_MODEL, "weights_file": LEGACY_WEIGHTS_FILE, **(extra or {})}
+        writer.commit(manifest, {LEGACY_WEIGHTS_FILE: weights_writer(loaded.model)})
+    finally:
+        writer.close()
     return folder
 
 
@@ -98,21 +107,14 @@ def _state_for_safetensors(model: nn.Module) -> dict[str, torch.Tensor]:
 
 # --- training runs ------------------------------------------------------------------------------
 #
-# A run directory is a model folder (model.safetensors holds the best epoch, headswap.json the
-# metadata plus "training", "split", "epochs", "best_epoch", "finished"...) with two more files:
-#
-# - metrics.csv: one row per finished epoch;
-# - last.safetensors + last.json: the resume checkpoint of the last finished epoch. The
-#   safetensors file holds the model ("model.<name>") and the optimizer's per-parameter
-#   tensors ("optim.<group>.<param name>.<key>"); last.json holds everything else (epoch,
-#   schedule, parameter-group layout, RNG states as lists of ints, freeze phase). The same
-#   JSON is embedded in the safetensors header, so the tensors and the state that describes
-#   them are replaced in one atomic rename; last.json is the readable copy.
+# A training run is a model folder (see run_manifest and run_store for the files and the order
+# they are committed in) whose manifest also holds "training", "split", "epochs", "best_epoch",
+# "finished"... The resume checkpoint of the last finished epoch is one safetensors file: the
+# model ("model.<name>"), the optimizer's per-parameter tensors ("optim.<group>.<param
+# name>.<key>"), and in its header, as JSON, everything else (epoch, schedule, parameter-group
+# layout, RNG states as lists of ints, freeze phase) — tensors and the state that describes
+# them in one file, so they can never disagree.
 
-LAST_WEIGHTS_FILE = "last.safetensors"
-LAST_STATE_FILE = "last.json"
-METRICS_FILE = "metrics.csv"
-RUN_FILES = (RUN_WEIGHTS_FILE, RUN_METADATA_FILE, LAST_WEIGHTS_FILE, LAST_STATE_FILE, METRICS_FILE)
 RESUME_FORMAT = "headswap-resume"
 _STATE_KEY = "headswap_state"
 _MODEL_PREFIX = "model."
@@ -130,32 +132,6 @@ class Checkpoint:
     @property
     def epoch(self) -> int:
         return int(self.state["epoch"])
-
-
-def has_run(folder: str | Path) -> bool:
-    """Whether ``folder`` already holds (part of) a training run."""
-    folder = Path(folder)
-    return any((folder / name).exists() for name in RUN_FILES)
-
-
-def read_run_metadata(folder: str | Path) -> dict[str, Any]:
-    """The run's ``headswap.json`` as a dict (empty when there is none yet)."""
-    path = Path(folder) / RUN_METADATA_FILE
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        from .errors import HeadswapError
-
-        raise HeadswapError(f"{path} is damaged ({error}); the run cannot be resumed from it") from error
-
-
-def write_run_metadata(
-    folder: str | Path, loaded: LoadedModel, heads: list[HeadInfo] | None, extra: dict[str, Any]
-) -> None:
-    """Write ``headswap.json``: :func:`model_metadata` plus ``extra`` (training record)."""
-    write_json(Path(folder) / RUN_METADATA_FILE, {**model_metadata(loaded, heads), **extra})
 
 
 def write_metrics_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
@@ -230,38 +206,36 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, to
     optimizer.load_state_dict({"state": state, "param_groups": param_groups})
 
 
-def save_checkpoint(folder: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Write the resume checkpoint (``last.safetensors`` + ``last.json``) atomically."""
+def checkpoint_writer(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Callable[[str], None]:
+    """A :data:`run_store.FileWriter` for the resume checkpoint of this moment."""
     from safetensors.torch import save_file
 
-    folder = Path(folder)
     optim_tensors, layout = optimizer_tensors_and_layout(optimizer)
     full_state = {"format": RESUME_FORMAT, "format_version": FORMAT_VERSION, **state, "optimizer_layout": layout}
     tensors = {_MODEL_PREFIX + k: v for k, v in _state_for_safetensors(model).items()}
     tensors.update({_OPTIM_PREFIX + k: v for k, v in optim_tensors.items()})
-    text = json.dumps(full_state)
-    write_atomically(folder / LAST_WEIGHTS_FILE, lambda temp: save_file(tensors, temp, metadata={"format": "pt", _STATE_KEY: text}))
-    write_json(folder / LAST_STATE_FILE, full_state)
+    metadata = {"format": "pt", _STATE_KEY: json.dumps(full_state)}
+    return lambda temp: save_file(tensors, temp, metadata=metadata)
 
 
-def read_checkpoint(folder: str | Path) -> Checkpoint:
-    """Read the resume checkpoint written by :func:`save_checkpoint`."""
+def read_checkpoint(path: str | Path) -> Checkpoint:
+    """Read the resume checkpoint written by :func:`checkpoint_writer`."""
     from safetensors import safe_open
 
-    from .errors import HeadswapError
+    from .errors import RunFolderError
 
-    path = Path(folder) / LAST_WEIGHTS_FILE
+    path = Path(path)
     if not path.is_file():
-        raise HeadswapError(f"nothing to resume in {folder}: no {LAST_WEIGHTS_FILE} (the run never finished an epoch)")
+        raise RunFolderError(f"the run's checkpoint {path} is missing; the folder was changed by hand")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
         state = json.loads(metadata[_STATE_KEY])
     except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
-        raise HeadswapError(f"{path} is damaged ({error}); start a new run") from error
-    if state.get("format") != RESUME_FORMAT:
-        raise HeadswapError(f"{path} is not a headswap resume checkpoint")
+        raise RunFolderError(f"{path} is damaged ({error}); start a new run") from error
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT or not isinstance(state.get("epoch"), int):
+        raise RunFolderError(f"{path} is not a headswap resume checkpoint")
     model_state = {k[len(_MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)}
     optim = {k[len(_OPTIM_PREFIX):]: v for k, v in tensors.items() if k.startswith(_OPTIM_PREFIX)}
     return Checkpoint(model_state, optim, state)

@@ -25,14 +25,13 @@ import torch
 from torch import nn
 
 from .construction import build_empty, has_meta_parameters, materialize
-from .errors import SourceError
+from .errors import NeedsArchitectureError, NeedsTrustError, RunFolderError, SourceError
 from .heads import HeadInfo, HeadSpec, find_heads, replace_head
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from .run_manifest import MANIFEST_FILE, read_manifest, weights_file
 
 DEMO_SOURCE = "demo"
 DEMO_ARCHITECTURE = "timm:tf_efficientnet_lite0"
-RUN_METADATA_FILE = "headswap.json"
-RUN_WEIGHTS_FILE = "model.safetensors"
 STATE_DICT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
 
@@ -90,10 +89,12 @@ def load_model(
     if scheme == "hf" and rest:
         return _load_hf(rest, download=download)
     path = Path(source).expanduser()
-    if path.is_dir() or path.name == RUN_METADATA_FILE:
+    if path.is_dir() or path.name == MANIFEST_FILE:
         return load_model_folder(path if path.is_dir() else path.parent)
     if path.is_file():
         return _load_file(path, arch=arch, trust=trust)
+    if path.exists():
+        raise SourceError(f"{source} is not a regular file (a pipe, socket or device); give a model file or folder")
     if path.suffix.lower() in STATE_DICT_SUFFIXES or os.sep in source:
         raise SourceError(f"no such file: {source}")
     raise SourceError(
@@ -388,16 +389,17 @@ def read_state_dict(path: Path, *, trust: bool = False) -> dict[str, torch.Tenso
 
 
 def _torch_load(path: Path, *, trust: bool) -> Any:
+    if not trust:
+        unsafe = _unsafe_globals(path)
+        if unsafe:
+            raise NeedsTrustError(
+                f"{path} contains pickled Python objects ({', '.join(unsafe[:3])}), which can run arbitrary "
+                "code when loaded; headswap loads only plain tensors unless you say you trust the file"
+            )
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except Exception as error:  # noqa: BLE001 - torch.load raises many types for bad files
         text = str(error)
-        if not trust and "Unsupported global" in text:
-            raise SourceError(
-                f"{path} contains pickled Python objects, which can run arbitrary code when "
-                "loaded; headswap loads only plain tensors by default. If you trust where this "
-                "file came from, load it with --trust"
-            ) from None
         if isinstance(error, pickle.UnpicklingError) or not text:
             detail = "unrecognised or truncated content"
         else:
@@ -405,16 +407,37 @@ def _torch_load(path: Path, *, trust: bool) -> Any:
         raise SourceError(f"{path} is not a readable PyTorch file ({detail}); check that the file is complete") from None
 
 
+def _unsafe_globals(path: Path) -> list[str]:
+    """The Python globals a pickle would import that ``weights_only`` loading refuses,
+    read without running anything (empty for a plain tensor file or an unreadable one)."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # noqa: BLE001 - a damaged file is reported by the load that follows
+        return []
+
+
+def _check_safetensors_header(path: Path) -> None:
+    """Fail on a damaged safetensors file now, before anyone asks which architecture it fits."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+        raise SourceError(f"{path} is not a readable safetensors file ({error}); check that the file is complete") from error
+
+
 def _load_file(path: Path, *, arch: str | None, trust: bool) -> LoadedModel:
-    if path.suffix.lower() == ".safetensors" and (path.parent / RUN_METADATA_FILE).is_file() and arch is None:
+    if path.suffix.lower() == ".safetensors" and (path.parent / MANIFEST_FILE).is_file() and arch is None:
         return load_model_folder(path.parent)
     if arch is None and path.suffix.lower() != ".safetensors":
         content = _torch_load(path, trust=trust)
         if isinstance(content, nn.Module):
             return LoadedModel(content.eval(), str(path), str(path), Preprocessing(), weights=f"full model pickle {path.name}")
-        raise SourceError(f"{path} holds weights only; say which architecture they belong to with --arch (e.g. --arch torchvision:resnet50)")
+        raise NeedsArchitectureError(f"{path} holds weights only; say which architecture they belong to (e.g. torchvision:resnet50)")
     if arch is None:
-        raise SourceError(f"{path} holds weights only; say which architecture they belong to with --arch (e.g. --arch torchvision:resnet50)")
+        _check_safetensors_header(path)
+        raise NeedsArchitectureError(f"{path} holds weights only; say which architecture they belong to (e.g. torchvision:resnet50)")
     state = read_state_dict(path, trust=trust)
     loaded = build_architecture(arch, empty=True)
     notes = _fit_state_dict(loaded.model, state, loaded.preprocessing.input_size, path)
@@ -458,37 +481,58 @@ def _fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], input_size
 
 
 def load_model_folder(folder: Path) -> LoadedModel:
-    """Rebuild a model saved by :func:`runs.save_model_folder`: architecture, swapped heads
-    and weights, without the original weights file."""
-    meta_path = folder / RUN_METADATA_FILE
-    weights_path = folder / RUN_WEIGHTS_FILE
-    if not meta_path.is_file():
-        raise SourceError(f"{folder} is not a headswap model folder (no {RUN_METADATA_FILE})")
-    if not weights_path.is_file():
-        raise SourceError(f"{folder} has no {RUN_WEIGHTS_FILE}; the run may not have finished its first epoch")
+    """Rebuild a model saved by :func:`runs.save_model_folder` or a training run: architecture,
+    swapped heads and the committed weights, from the validated manifest alone."""
+    if not (folder / MANIFEST_FILE).is_file():
+        raise SourceError(f"{folder} is not a headswap model folder (no {MANIFEST_FILE})")
+    for _attempt in range(3):  # a live run may commit a new epoch (and drop the old file) meanwhile
+        try:
+            return _load_committed_folder(folder)
+        except FileNotFoundError:
+            continue
+    raise SourceError(f"{folder} kept changing while it was read; try again when its run has finished")
+
+
+def _load_committed_folder(folder: Path) -> LoadedModel:
     try:
-        metadata = json.loads(meta_path.read_text(encoding="utf-8"))
-        architecture = metadata["architecture"]
-    except (ValueError, KeyError) as error:
-        raise SourceError(f"{meta_path} is not valid headswap metadata ({error})") from error
+        metadata = read_manifest(folder)
+    except RunFolderError as error:
+        raise SourceError(str(error)) from error
+    weights_path = folder / weights_file(metadata)
+    if not weights_path.exists():
+        if read_manifest(folder) != metadata:
+            raise FileNotFoundError(weights_path)  # a new commit arrived meanwhile: read that one
+        raise SourceError(f"{folder} has no {weights_path.name}, which its {MANIFEST_FILE} names; the folder is incomplete")
+    architecture = metadata["architecture"]
     loaded = build_architecture(architecture, empty=True)
     num_classes = int(metadata["num_classes"])
+    layers = dict(loaded.model.named_modules())
     for head in metadata.get("heads", []):
+        if head["path"] not in layers:
+            raise SourceError(
+                f"{folder / MANIFEST_FILE} is damaged: it names the head {head['path']!r}, but {architecture} "
+                "has no such layer. Restore the file from a copy, or train a new run"
+            )
         info = HeadInfo(
             head["path"], head.get("type", ""), int(head["in_features"]), num_classes,
             head.get("role", "main"), head.get("found_by", "saved"), bool(head.get("is_conv", False)),
         )
-        replace_head(loaded.model, num_classes, HeadSpec.from_dict(head["spec"]), [info])
+        try:
+            replace_head(loaded.model, num_classes, HeadSpec.from_dict(head["spec"]), [info])
+        except (KeyError, TypeError, ValueError) as error:
+            raise SourceError(f"{folder / MANIFEST_FILE} is damaged: the head design of {head['path']!r} is unusable ({error})") from error
     from safetensors.torch import load_file
 
     try:
         state = load_file(str(weights_path))
+    except FileNotFoundError:
+        raise
     except Exception as error:  # noqa: BLE001
         raise SourceError(f"{weights_path} is damaged ({error}); use an earlier checkpoint") from error
     try:
         materialize(loaded.model, state, strict=True)
     except (RuntimeError, ValueError) as error:
-        raise SourceError(f"{weights_path} does not match {meta_path}: {str(error).splitlines()[0]}") from error
+        raise SourceError(f"{weights_path} does not match {folder / MANIFEST_FILE}: {str(error).splitlines()[0]}") from error
     names = metadata.get("class_names")
     return replace(
         loaded,

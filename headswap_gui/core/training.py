@@ -40,7 +40,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from . import feature_cache, runs
-from .data import AUGMENT_PRESETS, DatasetInfo, ImageDataset, ImageSample, SplitInfo, build_transform, split_samples
+from .run_manifest import KIND_TRAINING_RUN, checkpoint_file, checkpoint_file_name, weights_file, weights_file_name
+from .run_store import RunWriter
+from .data import (
+    AUGMENT_PRESETS,
+    DatasetInfo,
+    ImageDataset,
+    ImageSample,
+    SplitInfo,
+    build_transform,
+    printable_path,
+    split_samples,
+)
 from .devices import (
     PRECISIONS,
     autocast_context,
@@ -50,7 +61,7 @@ from .devices import (
     to_device_batch,
     training_threads,
 )
-from .errors import HeadswapError
+from .errors import HeadswapError, RunFolderError, RunSettingsError
 from .events import EpochMetrics, Event, Note, Progress, RunFinished, RunStarted, StepMetrics
 from .freezing import (
     FREEZE_POLICIES,
@@ -68,11 +79,16 @@ from .freezing import (
 from .heads import SPEC_ATTRIBUTE, HeadInfo, HeadSpec, find_heads
 from .metrics import ClassReport, class_report, confusion_matrix
 from .preprocessing import Preprocessing
-from .sources import RUN_WEIGHTS_FILE, LoadedModel, swap_head
+from .sources import LoadedModel, swap_head
 from .tracing import call_model, split_outputs
 
 AUX_LOSS_WEIGHT = 0.4  # loss = main + 0.4 · mean(auxiliary losses), as in GoogLeNet/Inception
 CACHE_MODES = ("auto", "off")
+MAX_IMAGE_SIZE = 2048  # a 2048² batch of 32 is 1.6 GB of float input already
+RESUME_MAY_CHANGE = frozenset(
+    {"epochs", "patience", "device", "precision", "workers", "cpu_threads", "channels_last", "max_step_events_per_second"}
+)
+"""Settings a resumed run may change: how long and where it runs, not what it learns."""
 
 
 # --- configuration -----------------------------------------------------------------------------
@@ -157,7 +173,10 @@ def _config_problems(c: TrainConfig) -> list[str]:
     check(c.last_k >= 1, f"last_k must be ≥ 1, got {c.last_k}")
     check(c.backbone_lr_factor >= 0, f"backbone_lr_factor must be ≥ 0, got {c.backbone_lr_factor}")
     choice("augment", c.augment, AUGMENT_PRESETS)
-    check(c.image_size is None or (isinstance(c.image_size, int) and c.image_size >= 8), f"image_size must be ≥ 8 pixels or None, got {c.image_size}")
+    check(
+        c.image_size is None or (isinstance(c.image_size, int) and 8 <= c.image_size <= MAX_IMAGE_SIZE),
+        f"image_size must be between 8 and {MAX_IMAGE_SIZE} pixels, got {c.image_size}",
+    )
     check(0.0 < c.val_fraction < 1.0, f"val_fraction must be between 0 and 1, got {c.val_fraction}")
     check(isinstance(c.seed, int) and c.seed >= 0, f"seed must be an integer ≥ 0, got {c.seed}")
     device = (c.device or "").lower()
@@ -292,6 +311,7 @@ def fit(
     resume: bool = False,
     head_spec: HeadSpec | None = None,
     heads: Sequence[HeadInfo] | None = None,
+    overwrite: bool = False,
 ) -> Iterator[Event]:
     """Train ``loaded.model`` on ``dataset``; a generator of :mod:`events` (see the module
     docstring for their order).
@@ -301,12 +321,16 @@ def fit(
     with ``head_spec`` if one is given, and raises :class:`HeadswapError` otherwise. Output
     ``i`` means ``dataset.class_names[i]`` (sorted folder names); they are stored with the run.
 
-    ``run_dir`` (None: nothing is written) receives ``model.safetensors`` (always the best epoch
-    so far), ``headswap.json``, ``metrics.csv`` and the resume checkpoint of the last epoch;
-    it is itself a model source for :func:`sources.load_model`. ``resume=True`` continues the
-    run in ``run_dir`` from its last finished epoch (model, optimizer, schedule, RNG and the
-    recorded split); ``config.epochs`` may be raised to train longer. ``heads`` passes heads the
-    caller has already found (the window has them from loading), sparing a trace.
+    ``run_dir`` (None: nothing is written) is locked for the whole run and receives the
+    starting model, then after every epoch the best weights so far, the resume checkpoint and
+    ``headswap.json``, committed so that a kill at any moment leaves a complete epoch (see
+    :mod:`run_store`); it is itself a model source for :func:`sources.load_model`. A folder
+    that already holds a run is refused unless ``overwrite``. ``resume=True`` continues the
+    run in ``run_dir`` from its last committed epoch (model, optimizer, schedule, RNG and the
+    recorded split), or starts it again in place when no epoch had finished; ``config`` must
+    match the recorded settings except :data:`RESUME_MAY_CHANGE` (``epochs`` may be raised to
+    train longer). ``heads`` passes heads the caller has already found (the window has them
+    from loading), sparing a trace.
 
     The model is trained in place on the chosen device and ends with the best epoch's
     weights. The head's starting weights come from the caller: seed torch before
@@ -316,8 +340,20 @@ def fit(
     Basic checks (config, class count, run folder) raise :class:`HeadswapError` right here;
     the rest of the preparation runs on the first ``next()``.
     """
-    trainer = _Trainer(loaded, dataset, config, run_dir, stop or threading.Event(), resume, head_spec, heads)
+    trainer = _Trainer(loaded, dataset, config, run_dir, stop or threading.Event(), resume, head_spec, heads, overwrite)
     return trainer.run()
+
+
+def resume_settings_problems(recorded: dict[str, Any], config: TrainConfig) -> list[str]:
+    """How ``config`` departs from a run's recorded training settings in ways a resume must
+    not: each as "name: X in the run, Y now"."""
+    problems = []
+    for name, value in config.to_dict().items():
+        if name in RESUME_MAY_CHANGE or name not in recorded:
+            continue
+        if recorded[name] != value and not (isinstance(value, float) and math.isclose(recorded[name], value)):
+            problems.append(f"{name}: {recorded[name]!r} in the run, {value!r} now")
+    return problems
 
 
 class _OrderSampler(Sampler[int]):
@@ -352,6 +388,7 @@ class _Trainer:
         resume: bool,
         head_spec: HeadSpec | None,
         known_heads: Sequence[HeadInfo] | None = None,
+        overwrite: bool = False,
     ) -> None:
         if not isinstance(config, TrainConfig):
             raise HeadswapError("config must be a TrainConfig")
@@ -368,25 +405,44 @@ class _Trainer:
         self.class_names = tuple(dataset.class_names)
         if len(self.class_names) < 2:
             raise HeadswapError(f"{dataset.root} has {len(self.class_names)} classes; training needs at least 2")
-        self.preprocessing = (
-            loaded.preprocessing.with_input_size(config.image_size) if config.image_size else loaded.preprocessing
-        )
-        self.heads = self._check_heads(head_spec, known_heads)
-        self.head_paths = [h.path for h in self.heads]
-        if self.run_dir is not None and not resume and runs.has_run(self.run_dir):
-            raise HeadswapError(
-                f"{self.run_dir} already holds a training run; choose a new folder, or resume that run"
-            )
         if resume and self.run_dir is None:
             raise HeadswapError("resuming needs the run folder")
-        self.checkpoint = runs.read_checkpoint(self.run_dir) if resume else None
-        self.recorded = runs.read_run_metadata(self.run_dir) if resume else {}
-        if resume and self.recorded.get("class_names") and tuple(self.recorded["class_names"]) != self.class_names:
-            raise HeadswapError(
-                f"the run in {self.run_dir} was trained on the classes {', '.join(self.recorded['class_names'])}, "
-                f"but {dataset.root} has {', '.join(self.class_names)}; resume it on the same image folder"
+        # The folder's lock comes before any check of what it holds, so two runs started at
+        # the same moment cannot both find it empty.
+        self._last_committed_epochs: int | None = None
+        self.writer = RunWriter(self.run_dir, resume=resume, overwrite=overwrite) if self.run_dir is not None else None
+        try:
+            self.recorded = dict(self.writer.manifest) if resume and self.writer is not None else {}
+            self._check_resume(self.recorded)
+            self.preprocessing = (
+                loaded.preprocessing.with_input_size(config.image_size) if config.image_size else loaded.preprocessing
             )
-        self.device = resolve_device(config.device)
+            self.heads = self._check_heads(head_spec, known_heads)
+            self.head_paths = [h.path for h in self.heads]
+            checkpoint = checkpoint_file(self.recorded) if self.recorded else None
+            self.checkpoint = runs.read_checkpoint(self.run_dir / checkpoint) if checkpoint and self.run_dir else None
+            self.weights_name = weights_file(self.recorded) if self.recorded else weights_file_name(0)
+            self.checkpoint_name = checkpoint
+            self.device = resolve_device(config.device)
+        except BaseException:
+            self._release_folder()
+            raise
+
+    def _check_resume(self, recorded: dict[str, Any]) -> None:
+        if not self.resume:
+            return
+        if recorded.get("class_names") and tuple(recorded["class_names"]) != self.class_names:
+            raise RunSettingsError(
+                f"the run in {self.run_dir} was trained on the classes {', '.join(recorded['class_names'])}, "
+                f"but {self.dataset.root} has {', '.join(self.class_names)}; resume it on the same image folder"
+            )
+        problems = resume_settings_problems(recorded.get("training") or {}, self.config)
+        if problems:
+            raise RunSettingsError(
+                f"the run in {self.run_dir} cannot continue with other settings ({'; '.join(problems)}): its "
+                "weights were trained with the recorded ones. Resume with the run's own settings (only epochs, "
+                "patience, device, precision, workers and threads may change), or start a new run"
+            )
 
     # -- preparation ------------------------------------------------------------------------
 
@@ -527,9 +583,12 @@ class _Trainer:
         if self.checkpoint is not None:
             self._restore(self.checkpoint)
         else:
+            if self.resume:
+                self.notes.append("no epoch of this run had finished; it starts again from its first epoch, in place")
             torch.manual_seed(config.seed)
         self.best_snapshot: dict[str, torch.Tensor] | None = None
         self.epoch_seconds: list[float] = []
+        self.started_at = _now()
 
     def _phase_epochs(self) -> tuple[int, int]:
         """(first epoch, number of epochs) the current phase's schedule spans."""
@@ -614,9 +673,13 @@ class _Trainer:
             for note in self.notes:
                 yield Note(note)
             try:
-                if self.run_dir is not None:
-                    self._write_metadata(finished=None)
+                if self.writer is not None:  # the starting model first: the folder loads from now on
+                    new = {} if self.resume else {self.weights_name: runs.weights_writer(self.model)}
+                    self._commit(new, finished=None)
                 reason, message = yield from self._train()
+            except RunFolderError as error:  # the disk refused; the last commit stands
+                reason, message = "failed", str(error)
+                self._release_folder()
             except (torch.cuda.OutOfMemoryError, MemoryError) as error:
                 reason, message = "failed", self._oom_message(error)
             except RuntimeError as error:
@@ -627,12 +690,14 @@ class _Trainer:
             except Exception as error:  # noqa: BLE001 - reported in RunFinished, the process lives on
                 reason, message = "failed", _describe(error)
             message = self._finish(reason, message)
+            self.saved_epochs = self._committed_epochs()
             yield RunFinished(
                 reason=reason,  # type: ignore[arg-type]
                 message=message,
                 best_epoch=self.best_epoch,
                 best_val_accuracy=self.best_accuracy if self.best_epoch is not None else None,
                 run_dir=str(self.run_dir) if self.run_dir is not None else None,
+                saved_epochs=self.saved_epochs,
             )
         finally:
             self._cleanup()
@@ -836,12 +901,10 @@ class _Trainer:
     # -- saving -----------------------------------------------------------------------------
 
     def _save_epoch(self, epoch: int, is_best: bool) -> None:
-        if self.run_dir is None:
+        if self.writer is None:
             if is_best:
                 self.best_snapshot = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
             return
-        if is_best:
-            runs.save_weights(self.model, self.run_dir / RUN_WEIGHTS_FILE)
         rng: dict[str, Any] = {"torch": torch.get_rng_state().tolist()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             rng["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
@@ -861,24 +924,35 @@ class _Trainer:
             "features_cached": self.cache_head is not None,
             "saved_at": _now(),
         }
-        runs.save_checkpoint(self.run_dir, self.model, self.optimizer, state)
-        runs.write_metrics_csv(self.run_dir / runs.METRICS_FILE, self.records)
-        self._write_metadata(finished=None)
+        new: dict[str, Any] = {}
+        if is_best:
+            self.weights_name = weights_file_name(epoch)
+            new[self.weights_name] = runs.weights_writer(self.model)
+        self.checkpoint_name = checkpoint_file_name(epoch)
+        new[self.checkpoint_name] = runs.checkpoint_writer(self.model, self.optimizer, state)
+        self._commit(new, finished=None)
 
-    def _write_metadata(self, finished: str | None) -> None:
-        assert self.run_dir is not None
+    def _commit(self, new_files: dict[str, Any], finished: str | None) -> None:
+        """Commit the folder's next state: ``new_files``, then the manifest naming them."""
+        assert self.writer is not None
         loaded = replace(
             self.loaded,
             preprocessing=self.preprocessing,
             class_names=self.class_names,
             source=self.recorded.get("source", self.loaded.source),
         )
-        extra = {
+        manifest = {
+            **runs.model_metadata(loaded, self.heads),
+            "kind": KIND_TRAINING_RUN,
+            "weights_file": self.weights_name,
+            "checkpoint_file": self.checkpoint_name,
             "class_names": list(self.class_names),
             "training": self.config.to_dict(),
             "split": self.split.to_dict(self.dataset.root),
             "dataset_root": str(self.dataset.root),
-            "skipped_files": len(self.dataset.skipped),
+            "skipped_files": [
+                {"path": printable_path(s.path), "reason": s.reason} for s in self.dataset.skipped
+            ],
             "epochs": self.records,
             "best_epoch": self.best_epoch,
             "best_val_accuracy": self.best_accuracy if self.best_epoch is not None else None,
@@ -886,28 +960,45 @@ class _Trainer:
             "features_cached": self.cache_head is not None,
             "device": describe_device(self.device),
             "finished": finished,
+            "started_at": self.recorded.get("started_at") or self.started_at,
             "updated_at": _now(),
         }
-        runs.write_run_metadata(self.run_dir, loaded, self.heads, extra)
+        self.writer.commit(manifest, new_files)
 
     def _finish(self, reason: str, message: str) -> str:
         """Put the best epoch's weights back into the model and record how the run ended."""
         try:
             if self.best_epoch is not None:
-                if self.run_dir is not None and (self.run_dir / RUN_WEIGHTS_FILE).is_file():
+                best = self.writer.weights_path if self.writer is not None else None
+                if best is not None and best.is_file():
                     from safetensors.torch import load_file
 
-                    self.model.load_state_dict(load_file(str(self.run_dir / RUN_WEIGHTS_FILE)))
+                    self.model.load_state_dict(load_file(str(best)))
                 elif self.best_snapshot is not None:
                     self.model.load_state_dict(self.best_snapshot)
             self.model.eval()
-            if self.run_dir is not None:
-                self._write_metadata(finished=reason)
+            if self.writer is not None:
+                self._commit({}, finished=reason)
         except Exception as error:  # noqa: BLE001 - the run is over; say what else went wrong
-            message = f"{message} (also: could not finish the run folder: {_describe(error)})"
+            message = f"{message} (also: {_describe(error)})"
         return message
 
+    def _committed_epochs(self) -> int | None:
+        """Epochs the run folder holds as committed (None when there is no folder)."""
+        if self.run_dir is None:
+            return None
+        if self.writer is not None:
+            return len(self.writer.manifest.get("epochs") or [])
+        return self._last_committed_epochs
+
+    def _release_folder(self) -> None:
+        writer, self.writer = getattr(self, "writer", None), None
+        if writer is not None:
+            self._last_committed_epochs = len(writer.manifest.get("epochs") or [])
+            writer.close()
+
     def _cleanup(self) -> None:
+        self._release_folder()
         for name in ("train_loader", "val_loader"):
             loader = getattr(self, name, None)
             if loader is not None:

@@ -56,7 +56,7 @@ from PySide6.QtWidgets import (
 from headswap_gui.core.images import IMAGE_EXTENSIONS, is_image_file
 from headswap_gui.core.predict import Prediction, predict_images
 from headswap_gui.gui.thumbnails import Thumbnail, ThumbnailLoader, fit_pixmap, placeholder_pixmap
-from headswap_gui.gui.worker import GeneratorRunner, describe_exception
+from headswap_gui.gui.worker import GeneratorRunner
 
 __all__ = ["TryPanel", "prediction_events"]
 
@@ -70,30 +70,16 @@ _ERROR_ROLE = int(Qt.ItemDataRole.UserRole) + 3
 def prediction_events(
     loaded: Any, paths: Sequence[str], top_k: int, stop: threading.Event
 ) -> Iterator[list[tuple[str, Prediction | None, str | None]]]:
-    """Predict ``paths`` in chunks; yield ``[(path, prediction, None) | (path, None, error)]``.
-
-    A chunk that fails is retried image by image, so one unreadable file only costs its own
-    row.
-    """
+    """Predict ``paths`` in chunks; yield ``[(path, prediction, None) | (path, None, error)]``
+    (an unreadable file only costs its own row: ``predict_images`` reports it per file)."""
     for start in range(0, len(paths), _CHUNK):
         if stop.is_set():
             return
         chunk = list(paths[start : start + _CHUNK])
-        try:
-            predictions = predict_images(loaded, chunk, top_k=top_k)
-            yield [(path, prediction, None) for path, prediction in zip(chunk, predictions)]
-            continue
-        except Exception:  # noqa: BLE001 - find the culprit below
-            pass
-        rows: list[tuple[str, Prediction | None, str | None]] = []
-        for path in chunk:
-            if stop.is_set():
-                break
-            try:
-                rows.append((path, predict_images(loaded, [path], top_k=top_k)[0], None))
-            except Exception as exc:  # noqa: BLE001 - shown in the image's row
-                rows.append((path, None, describe_exception(exc)))
-        yield rows
+        yield [
+            (path, prediction, None) if prediction.error is None else (path, None, prediction.error)
+            for path, prediction in zip(chunk, predict_images(loaded, chunk, top_k=top_k))
+        ]
 
 
 class _PredictionListModel(QAbstractListModel):

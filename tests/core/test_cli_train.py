@@ -39,7 +39,7 @@ def test_train_writes_a_complete_run(trained_run):
     metadata = json.loads((trained_run / "headswap.json").read_text())
     assert metadata["class_names"] == ["blue", "green", "red"]
     assert len(metadata["epochs"]) == 3 and metadata["finished"] == "completed"
-    assert (trained_run / "model.safetensors").is_file() and (trained_run / "metrics.csv").is_file()
+    assert (trained_run / metadata["weights_file"]).is_file() and (trained_run / "metrics.csv").is_file()
     assert len((trained_run / "metrics.csv").read_text().strip().splitlines()) == 4
 
 

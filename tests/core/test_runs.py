@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from headswap_gui.core import runs, sources
+from headswap_gui.core.run_manifest import METRICS_FILE
 from headswap_gui.core.errors import HeadswapError
 from headswap_gui.core.freezing import apply_freeze, build_optimizer, plan_freeze, trainable_parameters_match_optimizer
 
@@ -38,11 +38,10 @@ def test_a_checkpoint_restores_the_optimizer_exactly(tmp_path: Path, kind: str, 
     loaded = tiny_loaded()
     model = loaded.model.train()
     _, optimizer = stepped_optimizer(model, kind, phase)
-    runs.save_checkpoint(tmp_path, model, optimizer, {"epoch": 4, "phase": phase})
+    runs.checkpoint_writer(model, optimizer, {"epoch": 4, "phase": phase})(str(tmp_path / "last.safetensors"))
 
-    checkpoint = runs.read_checkpoint(tmp_path)
+    checkpoint = runs.read_checkpoint(tmp_path / "last.safetensors")
     assert checkpoint.epoch == 4 and checkpoint.state["phase"] == phase
-    assert json.loads((tmp_path / runs.LAST_STATE_FILE).read_text()) == checkpoint.state
 
     fresh = tiny_loaded(seed=1).model  # other weights; the checkpoint replaces them all
     fresh.load_state_dict(checkpoint.model_state)
@@ -65,8 +64,8 @@ def test_a_checkpoint_restores_the_optimizer_exactly(tmp_path: Path, kind: str, 
 def test_a_checkpoint_refuses_other_parameter_groups(tmp_path: Path):
     model = tiny_loaded().model.train()
     _, optimizer = stepped_optimizer(model, "adamw", "head")
-    runs.save_checkpoint(tmp_path, model, optimizer, {"epoch": 1, "phase": "head"})
-    checkpoint = runs.read_checkpoint(tmp_path)
+    runs.checkpoint_writer(model, optimizer, {"epoch": 1, "phase": "head"})(str(tmp_path / "last.safetensors"))
+    checkpoint = runs.read_checkpoint(tmp_path / "last.safetensors")
     plan = plan_freeze(model, ["classifier"], "full")
     apply_freeze(model, plan)
     other = build_optimizer(model, plan)
@@ -75,24 +74,18 @@ def test_a_checkpoint_refuses_other_parameter_groups(tmp_path: Path):
 
 
 def test_missing_or_damaged_checkpoints_are_explained(tmp_path: Path):
-    with pytest.raises(HeadswapError, match="nothing to resume"):
-        runs.read_checkpoint(tmp_path)
-    (tmp_path / runs.LAST_WEIGHTS_FILE).write_bytes(b"\x00" * 40)
+    with pytest.raises(HeadswapError, match="missing"):
+        runs.read_checkpoint(tmp_path / "last-e0001.safetensors")
+    (tmp_path / "last-e0001.safetensors").write_bytes(b"\x00" * 40)
     with pytest.raises(HeadswapError, match="damaged"):
-        runs.read_checkpoint(tmp_path)
+        runs.read_checkpoint(tmp_path / "last-e0001.safetensors")
 
 
-def test_run_files_are_plain_and_detected(tmp_path: Path):
-    assert not runs.has_run(tmp_path) and runs.read_run_metadata(tmp_path) == {}
-    loaded = tiny_loaded()
-    runs.write_run_metadata(tmp_path, loaded, None, {"training": {"epochs": 1}, "finished": None})
-    assert runs.has_run(tmp_path)
-    metadata = runs.read_run_metadata(tmp_path)
-    assert metadata["training"] == {"epochs": 1} and metadata["class_names"] == ["a", "b", "c"]
+def test_metrics_are_plain_csv(tmp_path: Path):
     rows = [{"epoch": 1, "val_accuracy": 0.5}, {"epoch": 2, "val_accuracy": 0.75}]
-    runs.write_metrics_csv(tmp_path / runs.METRICS_FILE, rows)
-    assert (tmp_path / runs.METRICS_FILE).read_text() == "epoch,val_accuracy\n1,0.5\n2,0.75\n"
-    assert not list(tmp_path.glob("*.tmp"))
+    runs.write_metrics_csv(tmp_path / METRICS_FILE, rows)
+    assert (tmp_path / METRICS_FILE).read_text() == "epoch,val_accuracy\n1,0.5\n2,0.75\n"
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_a_model_folder_reloads_with_identical_logits(tmp_path: Path):

@@ -10,7 +10,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from headswap_gui.core.errors import SourceError
+from headswap_gui.core.errors import NeedsArchitectureError, NeedsTrustError, SourceError
 from headswap_gui.core.heads import HeadSpec
 from headswap_gui.core.predict import predict_images
 from headswap_gui.core.runs import save_model_folder
@@ -114,7 +114,7 @@ def test_a_mismatched_state_dict_names_the_tensors(tmp_path, resnet_state):
 def test_full_module_pickles_need_trust(tmp_path):
     model = torchvision.models.squeezenet1_1(num_classes=3)
     torch.save(model, tmp_path / "full.pt")
-    with pytest.raises(SourceError, match="--trust"):
+    with pytest.raises(NeedsTrustError, match="arbitrary code"):
         load_model(str(tmp_path / "full.pt"))
     loaded = load_model(str(tmp_path / "full.pt"), trust=True)
     assert [h.path for h in loaded.find_heads()] == ["classifier.1"]
@@ -127,7 +127,7 @@ def test_corrupted_and_missing_files_are_explained(tmp_path):
     (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 20)
     with pytest.raises(SourceError, match="safetensors"):
         load_model(str(tmp_path / "broken.safetensors"), arch="torchvision:resnet18")
-    with pytest.raises(SourceError, match="--arch"):
+    with pytest.raises(NeedsArchitectureError, match="which architecture"):
         save_file({"x": torch.zeros(1)}, tmp_path / "w.safetensors")
         load_model(str(tmp_path / "w.safetensors"))
     with pytest.raises(SourceError, match="no such file"):

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from headswap_gui.core import runs, sources
 from headswap_gui.core.data import DatasetInfo, scan_image_folder, split_samples
 from headswap_gui.core.devices import autocast_dtype, list_devices, resolve_device, training_threads
-from headswap_gui.core.errors import HeadswapError
+from headswap_gui.core.errors import HeadswapError, RunExistsError, RunSettingsError
 from headswap_gui.core.events import EpochMetrics, Note, Progress, RunFinished, RunStarted, StepMetrics
 from headswap_gui.core.heads import HeadSpec
 from headswap_gui.core.training import (
@@ -173,15 +173,18 @@ def test_a_run_folder_reloads_with_identical_logits(dataset, tmp_path):
     assert metadata["split"]["val"] == split.to_dict(dataset.root)["val"]
     rows = (run_dir / "metrics.csv").read_text().strip().splitlines()
     assert rows[0].startswith("epoch,train_loss") and len(rows) == 4
-    for name in ("model.safetensors", "last.safetensors"):
+    for name in (metadata["weights_file"], metadata["checkpoint_file"]):
         assert (run_dir / name).read_bytes()[:1] != b"\x80"  # no pickle anywhere
-    assert not list(run_dir.glob("*.tmp"))
+    assert not list(run_dir.glob(".*.tmp"))
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
+        [".headswap.lock", "headswap.json", "metrics.csv", f"model-e{best:04d}.safetensors", "last-e0003.safetensors"]
+    )  # earlier epochs' files are gone once a later commit replaced them
 
 
 def test_a_folder_that_holds_a_run_is_not_overwritten(dataset, tmp_path):
     run_dir = tmp_path / "run"
     train(tiny_model(), dataset, TrainConfig(**{**BASE, "epochs": 1}), run_dir)
-    with pytest.raises(HeadswapError, match="already holds a training run"):
+    with pytest.raises(RunExistsError, match="already holds a training run"):
         fit(tiny_model(), dataset, TrainConfig(**BASE), run_dir)
 
 
@@ -235,7 +238,7 @@ def test_stop_mid_epoch_then_resume_continues_exactly(dataset, tmp_path, freeze,
     assert [type(e) for e in stopped[step_index + 1 :]] == [RunFinished]  # no further step
     end = finished(stopped)
     assert end.reason == "stopped" and end.best_epoch is not None and end.best_epoch < stop_epoch
-    assert runs.read_checkpoint(stopped_dir).epoch == stop_epoch - 1
+    assert runs.read_checkpoint(stopped_dir / f"last-e{stop_epoch - 1:04d}.safetensors").epoch == stop_epoch - 1
     assert sources.load_model(str(stopped_dir)).class_names == dataset.class_names  # best epoch loads
 
     resumed = train(sources.load_model(str(stopped_dir)), dataset, config, stopped_dir, resume=True)
@@ -245,10 +248,10 @@ def test_stop_mid_epoch_then_resume_continues_exactly(dataset, tmp_path, freeze,
         assert any(isinstance(e, Note) and "unfrozen" in e.message for e in resumed)
     assert comparable(epochs_of(resumed)) == comparable(epochs_of(whole)[stop_epoch - 1 :])
     # optimizer state (AdamW exp_avg / exp_avg_sq / step), weights and schedule continued exactly
-    a, b = load_file(str(tmp_path / "whole" / "last.safetensors")), load_file(str(stopped_dir / "last.safetensors"))
+    a, b = (load_file(str(folder / "last-e0003.safetensors")) for folder in (tmp_path / "whole", stopped_dir))
     assert a.keys() == b.keys() and any(k.endswith(".exp_avg") for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    state = json.loads((stopped_dir / "last.json").read_text())
+    state = runs.read_checkpoint(stopped_dir / "last-e0003.safetensors").state
     assert state["epoch"] == 3 and state["phase"] == ("full" if freeze == "gradual" else "head")
     metadata = json.loads((stopped_dir / "headswap.json").read_text())
     assert [r["epoch"] for r in metadata["epochs"]] == [1, 2, 3] and metadata["finished"] == "completed"
@@ -264,16 +267,21 @@ def test_stop_before_the_first_step(dataset, tmp_path):
 
 def test_a_diverging_run_keeps_the_best_checkpoint(dataset, tmp_path):
     run_dir = tmp_path / "run"
-    loaded = tiny_model()
-    train(loaded, dataset, TrainConfig(**{**BASE, "epochs": 1}), run_dir)
-    best = load_file(str(run_dir / "model.safetensors"))
+    config = TrainConfig(**{**BASE, "epochs": 1})
+    train(tiny_model(), dataset, config, run_dir)
+    best = load_file(str(run_dir / "model-e0001.safetensors"))
 
-    exploding = TrainConfig(**{**BASE, "lr": 1e30})
+    exploding = replace(config, lr=1e30, epochs=3)
+    with pytest.raises(RunSettingsError, match="lr: 0.01 in the run, 1e\\+30 now"):
+        fit(sources.load_model(str(run_dir)), dataset, exploding, run_dir, resume=True)
+    manifest = json.loads((run_dir / "headswap.json").read_text())  # as if the user edited the record
+    manifest["training"]["lr"] = 1e30
+    (run_dir / "headswap.json").write_text(json.dumps(manifest))
     events = train(sources.load_model(str(run_dir)), dataset, exploding, run_dir, resume=True)
     end = finished(events)
     assert end.reason == "diverged" and "learning rate" in end.message
-    assert end.best_epoch == 1
-    after = load_file(str(run_dir / "model.safetensors"))
+    assert end.best_epoch == 1 and end.saved_epochs == 1
+    after = load_file(str(run_dir / json.loads((run_dir / "headswap.json").read_text())["weights_file"]))
     assert all(torch.equal(best[k], after[k]) for k in best)
     reloaded = sources.load_model(str(run_dir))
     with torch.no_grad():

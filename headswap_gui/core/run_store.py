@@ -1,0 +1,233 @@
+"""Writing a run folder so that a kill at any instant leaves the previous epoch or the new
+one, never a mix.
+
+One writer at a time holds the folder's :class:`~run_lock.RunLock`. It commits in this order:
+
+1. new weight files under names never used before (``model-e0003.safetensors``,
+   ``last-e0005.safetensors``), each written to a temp file, flushed and renamed;
+2. the manifest ``headswap.json``, replaced atomically — this rename *is* the commit;
+3. ``metrics.csv``, the readable copy of the manifest's epoch records;
+4. removal of what the manifest no longer names, and of temp files.
+
+A kill before step 2 leaves files the manifest does not name; the next writer removes them.
+After step 2 the new epoch is the folder's state, whatever happens next. A writer opening a
+folder to resume first removes stale files and rewrites ``metrics.csv`` from the manifest,
+so the copy can only lag the manifest between a kill and the next open.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .atomic import write_atomically
+from .errors import RunExistsError, RunFolderError, describe_os_error
+from .run_lock import LOCK_FILE, RunLock
+from .run_manifest import (
+    KIND_MODEL,
+    KIND_TRAINING_RUN,
+    LEGACY_STATE_FILE,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    checkpoint_file,
+    is_weight_file_name,
+    manifest_kind,
+    read_manifest,
+    referenced_files,
+    weights_file,
+)
+
+_TEMP_FILE = re.compile(r"^\.(?P<name>.+)\.[^.]+\.tmp$")  # atomic.write_atomically's temp names
+
+FileWriter = Callable[[str], None]
+"""Writes one file's content to the temp path it is given."""
+
+
+def is_run_file(name: str) -> bool:
+    """Whether ``name`` is a file headswap writes into a run folder (or a temp file of one)."""
+    temp = _TEMP_FILE.match(name)
+    if temp:
+        name = temp.group("name")
+    return name in (MANIFEST_FILE, METRICS_FILE, LEGACY_STATE_FILE) or is_weight_file_name(name)
+
+
+def folder_kind(folder: str | os.PathLike[str]) -> str | None:
+    """What ``folder`` holds: ``"training-run"``, ``"model"``, or None (nothing of ours)."""
+    kind = manifest_kind(read_manifest(folder))
+    if kind is None and _has_weight_files(Path(folder)):
+        return KIND_TRAINING_RUN  # an interrupted run that never wrote its manifest
+    return kind
+
+
+def describe_state(manifest: dict[str, Any]) -> str:
+    """What a committed manifest holds, for messages ("epoch 3 of 10", ...)."""
+    if not manifest:
+        return "nothing yet"
+    records = manifest.get("epochs") or []
+    if manifest_kind(manifest) == KIND_MODEL:
+        return "a model"
+    total = (manifest.get("training") or {}).get("epochs")
+    if not records:
+        return "the starting model; no epoch had finished"
+    of_total = f" of {total}" if total else ""
+    return f"epoch {len(records)}{of_total}"
+
+
+class RunWriter:
+    """The one writer of a run folder, from opening to :meth:`close`.
+
+    ``resume`` continues the training run the folder holds (and fails if it holds none).
+    Otherwise the folder must hold nothing of ours: a run or model there raises
+    :class:`RunExistsError` unless ``overwrite`` is set, in which case headswap's files (only
+    those; never the user's own) are removed first.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], *, resume: bool = False, overwrite: bool = False) -> None:
+        self.folder = Path(folder)
+        self.lock = RunLock(self.folder)
+        try:
+            self.manifest = read_manifest(self.folder)
+            existing = folder_kind(self.folder)
+            if resume:
+                if existing != KIND_TRAINING_RUN:
+                    raise RunFolderError(f"nothing to resume in {self.folder}: it holds no training run")
+            elif existing is not None:
+                if not overwrite:
+                    raise RunExistsError(_exists_message(self.folder, existing, self.manifest), existing)
+                self.clear()
+            self.remove_stale_files()
+            if resume and self.manifest:
+                self._write_metrics()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def commit(self, manifest: dict[str, Any], new_files: Mapping[str, FileWriter] | None = None) -> None:
+        """Write ``new_files`` (name → writer), then ``manifest`` as the commit, then the
+        metrics copy, then remove what the new manifest no longer names.
+
+        Raises :class:`RunFolderError` with a sentence when the disk refuses; the folder then
+        still holds the previous commit.
+        """
+        from .runs import write_json
+
+        if not self.lock.held:
+            raise RunFolderError(f"{self.folder} was closed; open it again to write")
+        try:
+            for name, write in (new_files or {}).items():
+                write_atomically(self.folder / name, write)
+            write_json(self.folder / MANIFEST_FILE, manifest)
+        except OSError as error:
+            raise RunFolderError(
+                f"could not write the run folder {self.folder}: {describe_os_error(error)}; it still holds "
+                f"{describe_state(self.manifest)} intact"
+            ) from error
+        self.manifest = manifest
+        try:
+            self._write_metrics()
+        except OSError as error:
+            raise RunFolderError(
+                f"saved {describe_state(manifest)} in {self.folder}, but could not update {METRICS_FILE}: "
+                f"{describe_os_error(error)}"
+            ) from error
+        self.remove_stale_files()
+
+    def path_of(self, name: str) -> Path:
+        return self.folder / name
+
+    @property
+    def weights_path(self) -> Path | None:
+        """The committed best weights, if any."""
+        return self.folder / weights_file(self.manifest) if self.manifest else None
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        name = checkpoint_file(self.manifest) if self.manifest else None
+        return self.folder / name if name else None
+
+    def remove_stale_files(self) -> None:
+        """Delete our files that the manifest does not name (and every temp file)."""
+        keep = referenced_files(self.manifest) if self.manifest else set()
+        for entry in _entries(self.folder):
+            if is_run_file(entry) and (entry not in keep or _TEMP_FILE.match(entry)):
+                _remove(self.folder / entry)
+
+    def clear(self) -> None:
+        """Remove every file headswap wrote here (never the user's own files)."""
+        for entry in _entries(self.folder):
+            if is_run_file(entry):
+                _remove(self.folder / entry)
+        self.manifest = {}
+
+    def close(self) -> None:
+        self.lock.release()
+
+    def _write_metrics(self) -> None:
+        from .runs import write_metrics_csv
+
+        if manifest_kind(self.manifest) == KIND_TRAINING_RUN:
+            write_metrics_csv(self.folder / METRICS_FILE, list(self.manifest.get("epochs") or []))
+
+
+def copy_run(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> Path:
+    """Copy the committed state of a run or model folder (not its lock or temp files) into a
+    new folder; safe while the source is being trained (it copies one committed epoch)."""
+    source, target = Path(source), Path(target)
+    if target.exists():
+        raise RunFolderError(f"{target} already exists; choose a new folder name")
+    for _attempt in range(3):  # a live writer may replace the manifest while we copy
+        manifest = read_manifest(source)
+        if not manifest:
+            raise RunFolderError(f"{source} holds no headswap model or run")
+        names = sorted(referenced_files(manifest) - {MANIFEST_FILE})
+        staging = target.with_name(f".{target.name}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            staging.mkdir(parents=True)
+            for name in names:
+                if (source / name).is_file():
+                    shutil.copy2(source / name, staging / name)
+            shutil.copy2(source / MANIFEST_FILE, staging / MANIFEST_FILE)
+            if read_manifest(staging) == manifest:
+                os.replace(staging, target)
+                return target
+        except FileNotFoundError:
+            pass  # the writer removed a file it no longer needs; take the new commit
+        except OSError as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise RunFolderError(f"could not copy {source} to {target}: {describe_os_error(error)}") from error
+        shutil.rmtree(staging, ignore_errors=True)
+    raise RunFolderError(f"{source} changed while it was being copied; try again")
+
+
+def _exists_message(folder: Path, kind: str, manifest: dict[str, Any]) -> str:
+    if kind == KIND_MODEL:
+        return f"{folder} already holds a headswap model; choose a new folder, or replace it"
+    finished = manifest.get("finished")
+    status = f", {finished}" if finished else ", interrupted" if manifest else ", interrupted before it saved anything"
+    return (
+        f"{folder} already holds a training run ({describe_state(manifest)}{status}); choose a new folder, "
+        "resume that run, or replace it"
+    )
+
+
+def _has_weight_files(folder: Path) -> bool:
+    return any(is_weight_file_name(name) or name == LEGACY_STATE_FILE for name in _entries(folder))
+
+
+def _entries(folder: Path) -> list[str]:
+    try:
+        return sorted(name for name in os.listdir(folder) if name != LOCK_FILE)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass  # gone already, or a read-only folder: stale files are ignored, never loaded
