@@ -326,6 +326,7 @@ def _train(args: argparse.Namespace) -> int:
 
     from .cli_progress import ProgressPrinter
     from .core.data import printable_path, scan_image_folder
+    from .core.run_store import folder_kind
     from .core.sources import load_model, swap_head
     from .core.training import fit
 
@@ -336,7 +337,10 @@ def _train(args: argparse.Namespace) -> int:
             print(f"skipped {printable_path(skipped.path)}: {skipped.reason}", file=sys.stderr)
     elif dataset.skipped:
         print("(--show-skipped lists them by name; headswap.json records them)", file=sys.stderr)
-    if args.resume:
+    resume = args.resume and folder_kind(args.output) is not None
+    if args.resume and not resume:
+        print(f"note: nothing to resume in {args.output} yet; starting the run there", file=sys.stderr)
+    if resume:
         config = _resume_config(args)
         loaded = load_model(args.output)
     else:
@@ -348,7 +352,7 @@ def _train(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(sys.stderr)
     finished = None
     stop = threading.Event()
-    events = fit(loaded, dataset, config, args.output, stop=stop, resume=args.resume, head_spec=_head_spec(args),
+    events = fit(loaded, dataset, config, args.output, stop=stop, resume=resume, head_spec=_head_spec(args),
                  overwrite=args.force)
     with _stop_on_signals(stop) as signals:
         for event in events:
@@ -445,9 +449,9 @@ def _predict(args: argparse.Namespace) -> int:
         for prediction in predictions:
             if prediction.error is None:
                 ranked = ", ".join(f"{label} {p:.1%}" for label, p in zip(prediction.labels, prediction.probabilities))
-                print(f"{prediction.image}: {ranked}")
+                print(f"{printable_path(prediction.image)}: {ranked}")
     for prediction in failed:
-        print(f"headswap: {prediction.image}: {prediction.error}", file=sys.stderr)
+        print(f"headswap: {printable_path(prediction.image)}: {prediction.error}", file=sys.stderr)
     if failed:
         print(f"headswap: {len(failed)} of {len(predictions)} images could not be classified", file=sys.stderr)
         return EXIT_USER_ERROR

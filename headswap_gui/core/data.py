@@ -233,10 +233,9 @@ def scan_image_folder(
     label_of = {name: label for label, name in enumerate(class_names)}
     found: dict[tuple[str, str], list[ImageSample]] = {}
     sizes: list[tuple[int, int]] = []
-    class_of_file: dict[str, str] = {}  # real path → the class that holds it first
+    owner = _owning_classes(candidates)
     for (prefix, name, path), result in zip(candidates, results):
-        real = os.path.realpath(path)
-        first = class_of_file.setdefault(real, name)
+        first = owner[os.path.realpath(path)]
         if first != name:  # one file linked into two classes would train under both labels
             skipped.append(SkippedFile(path, f"same file as in class '{first}'"))
             continue
@@ -477,6 +476,18 @@ def _split_class_names(base: Path, train: list[str], val: list[str]) -> list[str
     return names
 
 
+def _owning_classes(candidates: list[tuple[str, str, str]]) -> dict[str, str]:
+    """For each real file, the one class it belongs to: the class where it is not a link,
+    else the first class (in class order) that lists it."""
+    owner: dict[str, str] = {}
+    for _, name, path in candidates:
+        if not os.path.islink(path):
+            owner.setdefault(os.path.realpath(path), name)
+    for _, name, path in candidates:
+        owner.setdefault(os.path.realpath(path), name)
+    return owner
+
+
 def _require_distinct_class_folders(base: Path, folders: list[tuple[str, str, Path]]) -> None:
     """Two class names for one folder (a symlink to another class) would label every image
     twice; class names must also be storable (UTF-8) with the run."""
@@ -507,7 +518,7 @@ def _is_utf8(text: str) -> bool:
 def printable_path(path: str) -> str:
     """``path`` as text that can always be printed and stored as UTF-8 (undecodable bytes of
     a file name become ``\\xNN``-style escapes)."""
-    return path.encode("utf-8", "backslashreplace").decode("utf-8")
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _require_two_classes(folder: Path, names: list[str]) -> None:

@@ -17,6 +17,8 @@ so the copy can only lag the manifest between a kill and the next open.
 
 from __future__ import annotations
 
+import copy
+import errno
 import os
 import re
 import shutil
@@ -42,25 +44,26 @@ from .run_manifest import (
 )
 
 _TEMP_FILE = re.compile(r"^\.(?P<name>.+)\.[^.]+\.tmp$")  # atomic.write_atomically's temp names
+_VERSIONED_FILE = re.compile(r"^(model|last)-e\d{4,9}\.safetensors$")
 
-FileWriter = Callable[[str], None]
-"""Writes one file's content to the temp path it is given."""
+FileWriter = tuple[Callable[[str], None], int]
+"""Writes one file's content to the temp path it is given, and about how many bytes it needs."""
 
 
-def is_run_file(name: str) -> bool:
-    """Whether ``name`` is a file headswap writes into a run folder (or a temp file of one)."""
+def is_versioned_file(name: str) -> bool:
+    """Whether ``name`` is a write-once weight file (``model-e0003.safetensors``) or a temp
+    file of ours — names only headswap creates, safe to remove when no manifest names them."""
     temp = _TEMP_FILE.match(name)
     if temp:
         name = temp.group("name")
-    return name in (MANIFEST_FILE, METRICS_FILE, LEGACY_STATE_FILE) or is_weight_file_name(name)
+        return name in (MANIFEST_FILE, METRICS_FILE, LEGACY_STATE_FILE) or is_weight_file_name(name)
+    return bool(_VERSIONED_FILE.match(name))
 
 
 def folder_kind(folder: str | os.PathLike[str]) -> str | None:
-    """What ``folder`` holds: ``"training-run"``, ``"model"``, or None (nothing of ours)."""
-    kind = manifest_kind(read_manifest(folder))
-    if kind is None and _has_weight_files(Path(folder)):
-        return KIND_TRAINING_RUN  # an interrupted run that never wrote its manifest
-    return kind
+    """What ``folder`` holds as committed: ``"training-run"``, ``"model"``, or None. Weight
+    files that no manifest names are an interrupted first commit: nothing."""
+    return manifest_kind(read_manifest(folder))
 
 
 def describe_state(manifest: dict[str, Any]) -> str:
@@ -72,7 +75,7 @@ def describe_state(manifest: dict[str, Any]) -> str:
         return "a model"
     total = (manifest.get("training") or {}).get("epochs")
     if not records:
-        return "the starting model; no epoch had finished"
+        return "the starting model (no finished epoch)"
     of_total = f" of {total}" if total else ""
     return f"epoch {len(records)}{of_total}"
 
@@ -91,7 +94,8 @@ class RunWriter:
         self.lock = RunLock(self.folder)
         try:
             self.manifest = read_manifest(self.folder)
-            existing = folder_kind(self.folder)
+            existing = manifest_kind(self.manifest)
+            self._owned = _owned_fixed_names(self.manifest)
             if resume:
                 if existing != KIND_TRAINING_RUN:
                     raise RunFolderError(f"nothing to resume in {self.folder}: it holds no training run")
@@ -107,7 +111,7 @@ class RunWriter:
             raise
 
     def commit(self, manifest: dict[str, Any], new_files: Mapping[str, FileWriter] | None = None) -> None:
-        """Write ``new_files`` (name → writer), then ``manifest`` as the commit, then the
+        """Write ``new_files`` (name → :data:`FileWriter`), then ``manifest`` as the commit, then the
         metrics copy, then remove what the new manifest no longer names.
 
         Raises :class:`RunFolderError` with a sentence when the disk refuses; the folder then
@@ -118,15 +122,18 @@ class RunWriter:
         if not self.lock.held:
             raise RunFolderError(f"{self.folder} was closed; open it again to write")
         try:
-            for name, write in (new_files or {}).items():
+            for name, (write, size) in (new_files or {}).items():
+                _require_space(self.folder, size)
                 write_atomically(self.folder / name, write)
             write_json(self.folder / MANIFEST_FILE, manifest)
-        except OSError as error:
+        except Exception as error:  # noqa: BLE001 - OSError, or a writer's own (safetensors) error
+            self.remove_stale_files()  # what this commit wrote is not named by any manifest: free the room
+            detail = describe_os_error(error) if isinstance(error, OSError) else str(error)
             raise RunFolderError(
-                f"could not write the run folder {self.folder}: {describe_os_error(error)}; it still holds "
+                f"could not write the run folder {self.folder}: {detail}; it still holds "
                 f"{describe_state(self.manifest)} intact"
             ) from error
-        self.manifest = manifest
+        self.manifest = copy.deepcopy(manifest)  # the caller goes on changing its lists
         try:
             self._write_metrics()
         except OSError as error:
@@ -150,16 +157,16 @@ class RunWriter:
         return self.folder / name if name else None
 
     def remove_stale_files(self) -> None:
-        """Delete our files that the manifest does not name (and every temp file)."""
+        """Delete our files that the manifest does not name, and every temp file of ours."""
         keep = referenced_files(self.manifest) if self.manifest else set()
         for entry in _entries(self.folder):
-            if is_run_file(entry) and (entry not in keep or _TEMP_FILE.match(entry)):
+            if entry not in keep and (is_versioned_file(entry) or entry in self._owned):
                 _remove(self.folder / entry)
 
     def clear(self) -> None:
         """Remove every file headswap wrote here (never the user's own files)."""
         for entry in _entries(self.folder):
-            if is_run_file(entry):
+            if is_versioned_file(entry) or entry in self._owned:
                 _remove(self.folder / entry)
         self.manifest = {}
 
@@ -204,6 +211,17 @@ def copy_run(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> 
     raise RunFolderError(f"{source} changed while it was being copied; try again")
 
 
+def _require_space(folder: Path, size: int) -> None:
+    """Refuse a write the disk has no room for, as the OS would (ENOSPC), before a writer
+    library reports it in words of its own."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if size > free:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder))
+
+
 def _exists_message(folder: Path, kind: str, manifest: dict[str, Any]) -> str:
     if kind == KIND_MODEL:
         return f"{folder} already holds a headswap model; choose a new folder, or replace it"
@@ -215,8 +233,16 @@ def _exists_message(folder: Path, kind: str, manifest: dict[str, Any]) -> str:
     )
 
 
-def _has_weight_files(folder: Path) -> bool:
-    return any(is_weight_file_name(name) or name == LEGACY_STATE_FILE for name in _entries(folder))
+def _owned_fixed_names(manifest: dict[str, Any]) -> set[str]:
+    """Fixed-name files (``metrics.csv``, ``model.safetensors``...) that are ours to replace
+    or remove: only those a manifest of ours accounts for. A user's own ``model.safetensors``
+    in a folder without one is never touched."""
+    if not manifest:
+        return set()
+    owned = referenced_files(manifest) | {MANIFEST_FILE, METRICS_FILE}
+    if manifest.get("format_version") == 1:  # its resume files had fixed names
+        owned |= {LEGACY_STATE_FILE, "last.safetensors", "model.safetensors"}
+    return owned
 
 
 def _entries(folder: Path) -> list[str]:

@@ -60,13 +60,17 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def weights_writer(model: nn.Module) -> Callable[[str], None]:
+def weights_writer(model: nn.Module) -> tuple[Callable[[str], None], int]:
     """A :data:`run_store.FileWriter` for the model's state dict as safetensors. The tensors
     are copied now, so the file holds the weights of this moment whenever it is written."""
     from safetensors.torch import save_file
 
     state = _state_for_safetensors(model)
-    return lambda temp: save_file(state, temp, metadata={"format": "pt"})
+    return (lambda temp: save_file(state, temp, metadata={"format": "pt"})), _bytes(state)
+
+
+def _bytes(tensors: dict[str, torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def save_model_folder(
@@ -206,7 +210,9 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, to
     optimizer.load_state_dict({"state": state, "param_groups": param_groups})
 
 
-def checkpoint_writer(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Callable[[str], None]:
+def checkpoint_writer(
+    model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> tuple[Callable[[str], None], int]:
     """A :data:`run_store.FileWriter` for the resume checkpoint of this moment."""
     from safetensors.torch import save_file
 
@@ -215,7 +221,7 @@ def checkpoint_writer(model: nn.Module, optimizer: torch.optim.Optimizer, state:
     tensors = {_MODEL_PREFIX + k: v for k, v in _state_for_safetensors(model).items()}
     tensors.update({_OPTIM_PREFIX + k: v for k, v in optim_tensors.items()})
     metadata = {"format": "pt", _STATE_KEY: json.dumps(full_state)}
-    return lambda temp: save_file(tensors, temp, metadata=metadata)
+    return (lambda temp: save_file(tensors, temp, metadata=metadata)), _bytes(tensors) + len(metadata[_STATE_KEY])
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:

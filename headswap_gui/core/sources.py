@@ -408,12 +408,44 @@ def _torch_load(path: Path, *, trust: bool) -> Any:
 
 
 def _unsafe_globals(path: Path) -> list[str]:
-    """The Python globals a pickle would import that ``weights_only`` loading refuses,
-    read without running anything (empty for a plain tensor file or an unreadable one)."""
+    """The Python globals a pickle would import that ``weights_only`` loading refuses, read
+    without running anything (empty for a plain tensor file or an unreadable one). Zip
+    checkpoints (``torch.save`` since 1.6) are asked through torch's own API; plain and legacy
+    pickles are read opcode by opcode."""
+    import zipfile
+
     try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        if zipfile.is_zipfile(path):
+            return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        return [name for name in _pickle_globals(path.read_bytes()) if not name.startswith(_SAFE_GLOBAL_MODULES)]
     except Exception:  # noqa: BLE001 - a damaged file is reported by the load that follows
         return []
+
+
+_SAFE_GLOBAL_MODULES = ("torch.", "collections.OrderedDict", "builtins.set", "builtins.frozenset")
+
+
+def _pickle_globals(data: bytes) -> list[str]:
+    """"module.name" of every GLOBAL / STACK_GLOBAL in the consecutive pickles at the start of
+    ``data`` (a legacy ``torch.save`` file is several pickles followed by raw storage bytes)."""
+    import io
+    import pickletools
+
+    found: list[str] = []
+    stream = io.BytesIO(data)
+    while stream.tell() < len(data):
+        strings: list[str] = []
+        try:
+            for opcode, argument, _ in pickletools.genops(stream):
+                if opcode.name == "GLOBAL":
+                    found.append(str(argument).replace(" ", "."))
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(argument, str):
+                    strings.append(argument)
+        except (ValueError, EOFError):
+            break  # past the pickles: raw tensor bytes, or a damaged tail
+    return found
 
 
 def _check_safetensors_header(path: Path) -> None:

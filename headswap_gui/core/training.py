@@ -924,17 +924,22 @@ class _Trainer:
             "features_cached": self.cache_head is not None,
             "saved_at": _now(),
         }
-        new: dict[str, Any] = {}
+        weights = weights_file_name(epoch) if is_best else self.weights_name
+        checkpoint = checkpoint_file_name(epoch)
+        new = {checkpoint: runs.checkpoint_writer(self.model, self.optimizer, state)}
         if is_best:
-            self.weights_name = weights_file_name(epoch)
-            new[self.weights_name] = runs.weights_writer(self.model)
-        self.checkpoint_name = checkpoint_file_name(epoch)
-        new[self.checkpoint_name] = runs.checkpoint_writer(self.model, self.optimizer, state)
-        self._commit(new, finished=None)
+            new[weights] = runs.weights_writer(self.model)
+        self._commit(new, finished=None, weights=weights, checkpoint=checkpoint)
 
-    def _commit(self, new_files: dict[str, Any], finished: str | None) -> None:
-        """Commit the folder's next state: ``new_files``, then the manifest naming them."""
+    def _commit(
+        self, new_files: dict[str, Any], finished: str | None, *, weights: str | None = None,
+        checkpoint: str | None = None,
+    ) -> None:
+        """Commit the folder's next state: ``new_files``, then the manifest naming them (the
+        weights and checkpoint files it names change only once that has succeeded)."""
         assert self.writer is not None
+        weights = weights or self.weights_name
+        checkpoint = checkpoint or self.checkpoint_name
         loaded = replace(
             self.loaded,
             preprocessing=self.preprocessing,
@@ -944,8 +949,8 @@ class _Trainer:
         manifest = {
             **runs.model_metadata(loaded, self.heads),
             "kind": KIND_TRAINING_RUN,
-            "weights_file": self.weights_name,
-            "checkpoint_file": self.checkpoint_name,
+            "weights_file": weights,
+            "checkpoint_file": checkpoint,
             "class_names": list(self.class_names),
             "training": self.config.to_dict(),
             "split": self.split.to_dict(self.dataset.root),
@@ -953,7 +958,7 @@ class _Trainer:
             "skipped_files": [
                 {"path": printable_path(s.path), "reason": s.reason} for s in self.dataset.skipped
             ],
-            "epochs": self.records,
+            "epochs": list(self.records),
             "best_epoch": self.best_epoch,
             "best_val_accuracy": self.best_accuracy if self.best_epoch is not None else None,
             "seed": self.config.seed,
@@ -964,6 +969,7 @@ class _Trainer:
             "updated_at": _now(),
         }
         self.writer.commit(manifest, new_files)
+        self.weights_name, self.checkpoint_name = weights, checkpoint
 
     def _finish(self, reason: str, message: str) -> str:
         """Put the best epoch's weights back into the model and record how the run ended."""

@@ -38,7 +38,7 @@ def test_a_checkpoint_restores_the_optimizer_exactly(tmp_path: Path, kind: str, 
     loaded = tiny_loaded()
     model = loaded.model.train()
     _, optimizer = stepped_optimizer(model, kind, phase)
-    runs.checkpoint_writer(model, optimizer, {"epoch": 4, "phase": phase})(str(tmp_path / "last.safetensors"))
+    runs.checkpoint_writer(model, optimizer, {"epoch": 4, "phase": phase})[0](str(tmp_path / "last.safetensors"))
 
     checkpoint = runs.read_checkpoint(tmp_path / "last.safetensors")
     assert checkpoint.epoch == 4 and checkpoint.state["phase"] == phase
@@ -64,7 +64,7 @@ def test_a_checkpoint_restores_the_optimizer_exactly(tmp_path: Path, kind: str, 
 def test_a_checkpoint_refuses_other_parameter_groups(tmp_path: Path):
     model = tiny_loaded().model.train()
     _, optimizer = stepped_optimizer(model, "adamw", "head")
-    runs.checkpoint_writer(model, optimizer, {"epoch": 1, "phase": "head"})(str(tmp_path / "last.safetensors"))
+    runs.checkpoint_writer(model, optimizer, {"epoch": 1, "phase": "head"})[0](str(tmp_path / "last.safetensors"))
     checkpoint = runs.read_checkpoint(tmp_path / "last.safetensors")
     plan = plan_freeze(model, ["classifier"], "full")
     apply_freeze(model, plan)
