@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="fine-tune on an image folder (one subfolder per class)")
     _add_source_arguments(train)
     train.add_argument("data", help="image folder: one subfolder per class, or train/ and val/ inside")
-    train.add_argument("-o", "--output", required=True, help="run folder to write (a model source afterwards)")
+    train.add_argument("-o", "--output", help="run folder to write (default: a new dated folder in the runs "
+                                               "folder, see `headswap runs`); a model source afterwards")
     _add_head_arguments(train)
     for flags, options in _TRAIN_OPTIONS:
         train.add_argument(*flags, **options)
@@ -168,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--force", action="store_true", help="replace a run or model already in --output")
     train.add_argument("--show-skipped", action="store_true", help="list every skipped file with its reason")
     train.set_defaults(handler=_train)
+
+    runs = commands.add_parser("runs", help="list the training runs in the runs folder")
+    runs.add_argument("--root", help="runs folder (default: $HEADSWAP_RUNS_DIR or the user data folder)")
+    runs.add_argument("--json", action="store_true", help="print one JSON list")
+    runs.set_defaults(handler=_runs)
 
     predict = commands.add_parser("predict", help="classify images with a trained run (or any model source)")
     predict.add_argument("source", help="run folder or model source")
@@ -326,10 +332,17 @@ def _train(args: argparse.Namespace) -> int:
 
     from .cli_progress import ProgressPrinter
     from .core.data import printable_path, scan_image_folder
+    from .core.errors import HeadswapError
+    from .core.run_index import new_run_folder
     from .core.run_store import folder_kind
     from .core.sources import load_model, swap_head
     from .core.training import fit
 
+    if args.output is None:
+        if args.resume:
+            raise HeadswapError("--resume needs the run folder: name it with -o (`headswap runs` lists them)")
+        args.output = str(new_run_folder())
+        print(f"run folder: {args.output}", file=sys.stderr)
     dataset = scan_image_folder(args.data)
     print(dataset.summary(), file=sys.stderr)
     if args.show_skipped:
@@ -361,6 +374,29 @@ def _train(args: argparse.Namespace) -> int:
     if signals:
         return 128 + signals[0]
     return 0 if finished is not None and finished.reason in ("completed", "early-stopped", "stopped") else 1
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from .core.run_index import default_runs_root, list_runs
+
+    root = Path(args.root) if args.root else default_runs_root()
+    summaries = list_runs(root)
+    if args.json:
+        print(json.dumps([s.to_dict() for s in summaries], indent=2, ensure_ascii=False))
+        return 0
+    if not summaries:
+        print(f"no runs in {root}", file=sys.stderr)
+        return 0
+    print(f"{'started':<20} {'status':<13} {'epochs':>7} {'best val':>8}  {'model':<28} {'classes':>7}  folder")
+    for s in summaries:
+        epochs = f"{s.epochs_done}/{s.epochs_planned}" if s.epochs_planned else str(s.epochs_done)
+        best = f"{s.best_val_accuracy:.1%}" if s.best_val_accuracy is not None else "–"
+        started = (s.started_at or "")[:19].replace("T", " ")
+        print(f"{started:<20} {s.status:<13} {epochs:>7} {best:>8}  {(s.source or '?')[:28]:<28} "
+              f"{len(s.class_names):>7}  {s.folder}")
+        if s.problem:
+            print(f"{'':<20} {s.problem}")
+    return 0
 
 
 def _train_config(args: argparse.Namespace) -> Any:

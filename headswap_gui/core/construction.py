@@ -10,32 +10,54 @@ for builders that compute with tensors (RegNet's width schedule), where a plain
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_parameter_registration_hook
 
 T = TypeVar("T")
+
+_building = threading.local()  # .depth > 0 while this thread builds a structure-only model
+_hook_lock = threading.Lock()
+_hook_installed = False
+
+
+def _to_meta_while_building(module: nn.Module, name: str, param: nn.Parameter | None) -> nn.Parameter | None:
+    """torch's parameter-registration hook: a parameter registered by *this* thread inside
+    :func:`parameters_on_meta` is replaced by its ``meta`` twin; any other thread's
+    parameters pass untouched."""
+    if getattr(_building, "depth", 0) and param is not None and param.device.type != "meta":
+        return type(param)(param.to("meta"), requires_grad=param.requires_grad)
+    return None
+
+
+def _install_hook() -> None:
+    global _hook_installed
+    with _hook_lock:
+        if not _hook_installed:
+            register_module_parameter_registration_hook(_to_meta_while_building)
+            _hook_installed = True
 
 
 @contextmanager
 def parameters_on_meta() -> Iterator[None]:
-    """Within this block, every parameter a module registers lands on the ``meta`` device."""
-    original = nn.Module.register_parameter
+    """Within this block, every parameter a module registers *on this thread* lands on the
+    ``meta`` device.
 
-    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
-        original(module, name, param)
-        if param is not None and param.device.type != "meta":
-            kind = type(module._parameters[name])
-            module._parameters[name] = kind(param.to("meta"), requires_grad=param.requires_grad)
-
-    nn.Module.register_parameter = register_on_meta  # type: ignore[method-assign]
+    torch's own registration hook does the move, and it looks at a thread-local flag: no torch
+    class is patched, so a layer another thread creates meanwhile gets real weights, and
+    overlapping or out-of-order builds cannot leave anything changed behind.
+    """
+    _install_hook()
+    _building.depth = getattr(_building, "depth", 0) + 1
     try:
         yield
     finally:
-        nn.Module.register_parameter = original  # type: ignore[method-assign]
+        _building.depth -= 1
 
 
 def build_empty(builder: Callable[[], T]) -> T:

@@ -105,6 +105,18 @@ class RunLock:
         self.release()
 
 
+def read_holder_pid(folder: str | os.PathLike[str]) -> int | None:
+    """The PID the folder's last writer wrote into its lock file (it may have ended since)."""
+    try:
+        fd = os.open(Path(folder) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return _read_pid(fd)
+    finally:
+        os.close(fd)
+
+
 def _read_pid(fd: int) -> int | None:
     try:
         os.lseek(fd, _PID_OFFSET, os.SEEK_SET)

@@ -14,7 +14,6 @@ One source string names a model for the command line and the window alike:
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 from dataclasses import dataclass, field, replace

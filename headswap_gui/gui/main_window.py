@@ -17,10 +17,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import shutil
 import threading
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
@@ -64,11 +62,10 @@ __all__ = [
     "SaveRunPrompt",
     "StopTrainingQuestion",
     "TrustPrompt",
-    "default_runs_root",
 ]
 
 MODEL_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")  # = sources.STATE_DICT_SUFFIXES
-MODEL_FOLDER_MARKER = "headswap.json"  # = sources.RUN_METADATA_FILE
+MODEL_FOLDER_MARKER = "headswap.json"  # = run_manifest.MANIFEST_FILE (core is not imported at start-up)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 
 DEMO_TRAIN_SETTINGS: dict[str, Any] = {
@@ -95,13 +92,6 @@ _HEAVY_MODULES = (
     "headswap_gui.core.predict",
 )
 _TAB_DATA, _TAB_TRAIN, _TAB_RESULTS, _TAB_TRY = "data", "train", "results", "try"
-
-
-def default_runs_root() -> Path:
-    """Where training runs go: ``<user data dir>/headswap/runs``."""
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("headswap")) / "runs"
 
 
 # -- questions the window asks (tests replace ``ask``) --------------------------------------------
@@ -877,14 +867,17 @@ class MainWindow(QMainWindow):
     def _on_load_runner_failed(self, message: str) -> None:
         if not self._is_current("load"):
             return
+        from headswap_gui.core.errors import NeedsArchitectureError, NeedsTrustError
+
         request = dict(self._load_request or {})
         source = str(request.get("source", ""))
+        error = self._runners["load"].error
         retry: dict[str, Any] | None = None
-        if "--arch" in message and os.path.isfile(source) and not request.get("arch"):
+        if isinstance(error, NeedsArchitectureError) and not request.get("arch"):
             arch = ArchitecturePrompt.ask(self, source, self.model_panel.zoo_sources())
             if arch:
                 retry = {**request, "arch": arch}
-        elif "--trust" in message and os.path.isfile(source) and not request.get("trust"):
+        elif isinstance(error, NeedsTrustError) and not request.get("trust"):
             if TrustPrompt.ask(self, source):
                 retry = {**request, "trust": True}
         if retry is not None:
@@ -1268,14 +1261,9 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(self.tr("Stopping after the current step…"))
 
     def _new_run_dir(self) -> Path:
-        root = self._runs_root or default_runs_root()
-        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        candidate = root / stamp
-        suffix = 2
-        while candidate.exists():
-            candidate = root / f"{stamp}-{suffix}"
-            suffix += 1
-        return candidate
+        from headswap_gui.core.run_index import new_run_folder
+
+        return new_run_folder(self._runs_root)  # None: the runs folder the CLI lists too
 
     def _set_training_ui(self, running: bool) -> None:
         if self.training_panel is not None and hasattr(self.training_panel, "set_running"):
@@ -1429,11 +1417,12 @@ class MainWindow(QMainWindow):
             target = SaveRunPrompt.ask(self, str(Path.home() / Path(source).name))
         if not target:
             return None
+        from headswap_gui.core.errors import HeadswapError
+        from headswap_gui.core.run_store import copy_run
+
         try:
-            if Path(target).exists():
-                raise FileExistsError(f"{target} already exists; choose a new folder name")
-            shutil.copytree(source, target)
-        except OSError as error:
+            copy_run(source, target)  # the committed epoch only: no lock or temp files
+        except HeadswapError as error:
             self.show_error(self.tr("Could not save the run"), str(error))
             return None
         self.statusBar().showMessage(self.tr("Run saved to {path}; open it as a model to continue.").format(path=target), 10000)

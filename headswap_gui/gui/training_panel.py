@@ -689,8 +689,14 @@ class TrainingPanel(QWidget):
             text += "<br>" + self.tr("Best epoch {epoch}: {acc} validation accuracy").format(
                 epoch=event.best_epoch, acc=_percent(event.best_val_accuracy)
             )
-        if event.run_dir:
-            text += "<br>" + self.tr("Saved in {path}").format(path=_escape(event.run_dir))
+        if event.run_dir and event.saved_epochs:
+            text += "<br>" + self.tr("The run folder holds {n} finished epoch(s): {path}").format(
+                n=event.saved_epochs, path=_escape(event.run_dir)
+            )
+        elif event.run_dir and event.saved_epochs == 0:
+            text += "<br>" + self.tr("No epoch finished; the run folder holds only the starting model: {path}").format(
+                path=_escape(event.run_dir)
+            )
         bad = event.reason in ("failed", "diverged")
         self._status_label.setStyleSheet(_ERROR_STYLE if bad else "")
         self._status_label.setText(text)

@@ -81,6 +81,7 @@ class _GeneratorThread(QThread):
         self._stop = stop
         self._stop_grace_s = stop_grace_s
         self.worker_ident: int | None = None
+        self.error: BaseException | None = None
 
     def run(self) -> None:  # noqa: D401 - Qt override, runs on the worker thread
         self.worker_ident = threading.get_ident()
@@ -100,6 +101,7 @@ class _GeneratorThread(QThread):
         except BaseException as exc:  # noqa: BLE001 - reported to the GUI, never re-raised here
             if not isinstance(exc, HeadswapError):
                 _log.error("worker generator failed", exc_info=exc)
+            self.error = exc  # set before the signal: the GUI thread reads it in the slot
             self.failed.emit(describe_exception(exc))
         finally:
             if gen is not None:
@@ -122,7 +124,8 @@ class GeneratorRunner(QObject):
 
     * ``eventEmitted(object)`` – each yielded event, in order;
     * ``failed(str)`` – the generator raised (HeadswapError message as-is, others
-      ``"Type: message"``);
+      ``"Type: message"``); the exception itself is :attr:`error` then, for branching on
+      its type;
     * ``finished()`` – always last, once the worker thread has fully ended.
 
     A runner runs once; make a new one for the next job. A running runner keeps itself alive
@@ -203,6 +206,11 @@ class GeneratorRunner(QObject):
     def _on_eventEmitted(self, event: object) -> None:
         if not self._done:
             self.eventEmitted.emit(event)
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception behind the last ``failed`` (None before one)."""
+        return self._thread.error if self._thread is not None else None
 
     @Slot(str)
     def _on_failed(self, message: str) -> None:

@@ -342,7 +342,9 @@ def test_short_real_training_run_fills_the_results(qtbot, window: MainWindow, im
     assert window.results_panel.has_results()
     assert len(blocker.args[0].paths) == 2  # one validation image per class
     run_dir = Path(finished.args[0].run_dir)
-    assert run_dir.parent == tmp_path / "runs" and (run_dir / "model.safetensors").is_file()
+    committed = json.loads((run_dir / "headswap.json").read_text())
+    assert run_dir.parent == tmp_path / "runs" and (run_dir / committed["weights_file"]).is_file()
+    assert finished.args[0].saved_epochs == 2
     qtbot.waitUntil(lambda: not window.is_model_busy(), timeout=10_000)
     copy = window.save_run_as(str(tmp_path / "my-run"))
     assert copy and (Path(copy) / "headswap.json").is_file()

@@ -102,7 +102,7 @@ def _run_events() -> list[object]:
         events.append(EpochMetrics(epoch, 2, 0.9 / epoch, 0.6 + 0.1 * epoch, 0.8 / epoch, 0.7 + 0.1 * epoch,
                                    1e-3, 700.0, 1.5, 1.5 * (2 - epoch), is_best=True))
     events.append(RunFinished("completed", "trained 2 epochs; best val accuracy 90.0% at epoch 2", 2, 0.9,
-                              "/tmp/run-x"))
+                              "/tmp/run-x", saved_epochs=2))
     return events
 
 
