@@ -46,9 +46,10 @@ from PySide6.QtWidgets import (
 
 from headswap_gui import __version__
 from headswap_gui.gui.commands import ModelController, SetHeadsCommand, SwapHeadCommand
+from headswap_gui.gui.jobs import ModelLease, leased
 from headswap_gui.gui.model_panel import ModelPanel
 from headswap_gui.gui.settings import AppSettings
-from headswap_gui.gui.worker import GeneratorRunner
+from headswap_gui.gui.worker import GeneratorRunner, running_runners
 
 if TYPE_CHECKING:
     from headswap_gui.core.data import DatasetInfo
@@ -374,6 +375,7 @@ class MainWindow(QMainWindow):
         self.undo_stack = QUndoStack(self)
         self.undo_stack.setObjectName("undoStack")
         self._runners: dict[str, GeneratorRunner] = {}
+        self.model_lease = ModelLease()  # train, evaluate, export and predict take turns on the model
         self._panels_built = False
         self._pending: list[Callable[[], None]] = []
         self._closing = False
@@ -490,6 +492,7 @@ class MainWindow(QMainWindow):
 
     def _build_central(self) -> None:
         self.model_panel = ModelPanel(self.controller, self)
+        self.model_panel.model_lease = self.model_lease
         self.tabs = QTabWidget()
         self.tabs.setObjectName("pageTabs")
         self.tabs.setAccessibleName(self.tr("Pages"))
@@ -580,6 +583,8 @@ class MainWindow(QMainWindow):
         self.plots_view = self._make_panel("headswap_gui.gui.plots", "TrainingPlotsView")
         self.results_panel = self._make_panel("headswap_gui.gui.results_panel", "ResultsPanel")
         self.try_panel = self._make_panel("headswap_gui.gui.try_panel", "TryPanel")
+        if self.try_panel is not None:
+            self.try_panel.model_lease = self.model_lease
 
         train_page: QWidget
         if self.training_panel is not None or self.plots_view is not None:
@@ -1244,7 +1249,7 @@ class MainWindow(QMainWindow):
 
             return training.fit(loaded, dataset, config, run_dir, stop=stop, heads=heads)
 
-        runner = self._start_runner("train", factory)
+        runner = self._start_runner("train", leased(self.model_lease, "train", factory))
         runner.eventEmitted.connect(self._on_train_runner_eventEmitted)
         runner.failed.connect(self._on_train_runner_failed)
         runner.finished.connect(self._on_train_runner_finished)
@@ -1350,7 +1355,9 @@ class MainWindow(QMainWindow):
         loaded = self.controller.loaded
         if loaded is None:
             return
-        runner = self._start_runner("eval", _evaluation_events(loaded, dataset, config), stop_grace_s=0.0)
+        runner = self._start_runner(
+            "eval", leased(self.model_lease, "evaluate", _evaluation_events(loaded, dataset, config)), stop_grace_s=0.0
+        )
         runner.eventEmitted.connect(self._on_eval_runner_eventEmitted)
         runner.failed.connect(self._on_eval_runner_failed)
         self.controller.set_busy(True)
@@ -1456,7 +1463,9 @@ class MainWindow(QMainWindow):
             return False
         fmt, path = answer
         images = list(self._last_eval_paths[:8])
-        runner = self._start_runner("export", _export_events(loaded, fmt, path, images), stop_grace_s=0.0)
+        runner = self._start_runner(
+            "export", leased(self.model_lease, "export", _export_events(loaded, fmt, path, images)), stop_grace_s=0.0
+        )
         runner.eventEmitted.connect(self._on_export_runner_eventEmitted)
         runner.failed.connect(self._on_export_runner_failed)
         self._update_actions()
@@ -1606,9 +1615,9 @@ class MainWindow(QMainWindow):
     def shutdown(self, timeout_ms: int = _CLOSE_WAIT_MS) -> bool:
         """Stop every job of the window and wait for each (window close, ``aboutToQuit``)."""
         self._closing = True
-        runners = [r for r in self._runners.values() if r.is_running()]
-        for runner in runners:
+        for runner in running_runners():  # every job of the process, the panels' too: all stop at once
             runner.request_stop()
+        runners = [r for r in self._runners.values() if r.is_running()]
         ok = all([runner.wait(timeout_ms) for runner in runners])
         for panel in (self.data_panel, self.results_panel, self.try_panel, self.model_panel, self.training_panel):
             stop = getattr(panel, "shutdown", None) if panel is not None else None

@@ -59,6 +59,7 @@ from headswap_gui.gui.layer_tree_model import (
     LayerFilterProxyModel,
     LayerTreeModel,
 )
+from headswap_gui.gui.jobs import ModelLease
 from headswap_gui.gui.worker import GeneratorRunner
 
 if TYPE_CHECKING:
@@ -176,6 +177,7 @@ class ModelPanel(QWidget):
         self._zoo_count = 0
         self._editing_enabled = True
         self._training = False
+        self.model_lease: ModelLease | None = None  # set by the window: statistics read the model only when free
         self._focus_head = True
         self._new_model = True
         self._stats_path: str | None = None
@@ -590,8 +592,16 @@ class ModelPanel(QWidget):
         except AttributeError:
             label.setText("—")
             return label.text()
-        stats = weight_statistics(module)
-        if stats is None:
+        if self.model_lease is None:
+            stats = weight_statistics(module)
+        else:
+            with self.model_lease.held("weight statistics", timeout_s=0) as free:
+                stats = weight_statistics(module) if free else "busy"
+        if stats == "busy":
+            text = self.tr("shown when the model is free (a job is using it: {job})").format(
+                job=self.model_lease.holder or "…"
+            )
+        elif stats is None:
             text = self.tr("no parameters of its own")
         elif stats == "meta":
             text = self.tr("not loaded (structure only: the weights were never allocated)")
@@ -604,8 +614,6 @@ class ModelPanel(QWidget):
                     f"min {values['min']:.4g}, max {values['max']:.4g}"
                 )
             text = "<br>".join(lines)
-            if self._training:
-                text += "<br><i>" + self.tr("training — the values are changing") + "</i>"
         label.setText(text)
         return text
 

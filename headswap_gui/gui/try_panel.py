@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from PySide6.QtCore import (
     QAbstractListModel,
@@ -55,6 +55,7 @@ from PySide6.QtWidgets import (
 
 from headswap_gui.core.images import IMAGE_EXTENSIONS, is_image_file
 from headswap_gui.core.predict import Prediction, predict_images
+from headswap_gui.gui.jobs import ModelLease, leased
 from headswap_gui.gui.thumbnails import Thumbnail, ThumbnailLoader, fit_pixmap, placeholder_pixmap
 from headswap_gui.gui.worker import GeneratorRunner
 
@@ -315,6 +316,7 @@ class TryPanel(QWidget):
         self.setAcceptDrops(True)
         self._loaded: Any = None
         self._runner: GeneratorRunner | None = None
+        self.model_lease: ModelLease | None = None  # the window's: predictions wait their turn on the model
         self._pending: list[str] = []
         self._drag_active = False
 
@@ -498,7 +500,10 @@ class TryPanel(QWidget):
             return  # picked up when the current job finishes
         paths, self._pending = self._pending, []
         loaded, k = self._loaded, self._top_k.value()
-        runner = GeneratorRunner(lambda stop: prediction_events(loaded, paths, k, stop), stop_grace_s=0.0)
+        factory: Callable[[threading.Event], Iterator[Any]] = lambda stop: prediction_events(loaded, paths, k, stop)  # noqa: E731
+        if self.model_lease is not None:
+            factory = leased(self.model_lease, "predict", factory)
+        runner = GeneratorRunner(factory, stop_grace_s=0.0)
         runner.eventEmitted.connect(self._on_runner_eventEmitted)
         runner.failed.connect(self._on_runner_failed)
         runner.finished.connect(self._on_runner_finished)
