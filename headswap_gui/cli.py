@@ -328,8 +328,6 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    import torch
-
     from .cli_progress import ProgressPrinter
     from .core.data import printable_path, scan_image_folder
     from .core.errors import HeadswapError
@@ -359,9 +357,8 @@ def _train(args: argparse.Namespace) -> int:
     else:
         config = _train_config(args)
         loaded = _load(args)
-        torch.manual_seed(args.seed)  # the new head's initial weights repeat with the seed
         swap_head(loaded, len(dataset.class_names), _head_spec(args), class_names=dataset.class_names,
-                  head_paths=args.head_paths)
+                  head_paths=args.head_paths, seed=args.seed)  # the window's Seed builds the same head
     printer = ProgressPrinter(sys.stderr)
     finished = None
     stop = threading.Event()

@@ -8,6 +8,8 @@ A second trace in training mode finds auxiliary heads, which run only while trai
 
 from __future__ import annotations
 
+import math
+
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
@@ -292,12 +294,16 @@ def _heads_from_model_api(model: nn.Module) -> list[HeadInfo]:
 # --- replacement -----------------------------------------------------------------------------
 
 
-def build_head(in_features: int, num_classes: int, spec: HeadSpec, *, conv: bool = False) -> nn.Module:
+def build_head(
+    in_features: int, num_classes: int, spec: HeadSpec, *, conv: bool = False, generator: torch.Generator | None = None
+) -> nn.Module:
     """A new head for ``in_features`` inputs and ``num_classes`` outputs.
 
     ``conv`` builds 1×1 convolutions instead of Linear layers, for heads that work on feature
     maps (SqueezeNet). A plain linear design without dropout is a bare ``nn.Linear`` /
     ``nn.Conv2d``, so its weights keep the names other tools expect (``fc.weight``).
+    ``generator`` draws the initial weights (see :func:`initialise_head`); without one they
+    come from torch's process-wide generator.
     """
     if num_classes < 1:
         raise HeadError(f"the number of classes must be at least 1, got {num_classes}")
@@ -323,7 +329,27 @@ def build_head(in_features: int, num_classes: int, spec: HeadSpec, *, conv: bool
     layers.append(layer(width, num_classes))
     head = layers[0] if len(layers) == 1 else nn.Sequential(*layers)
     setattr(head, SPEC_ATTRIBUTE, spec)
+    if generator is not None:
+        initialise_head(head, generator)
     return head
+
+
+def initialise_head(head: nn.Module, generator: torch.Generator) -> None:
+    """PyTorch's default initialisation of every Linear / Conv2d in ``head`` (Kaiming-uniform
+    with a = √5, bias uniform in ±1/√fan_in), drawn from ``generator``.
+
+    A seeded head then repeats exactly wherever it is built — the CLI's main thread or the
+    window's GUI thread — without seeding the process-wide generator, which another thread
+    may be drawing from at the same moment.
+    """
+    with torch.no_grad():
+        for module in head.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d)) and module.weight.device.type != "meta":
+                nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
+                if module.bias is not None:
+                    fan_in = module.weight[0].numel()
+                    bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                    nn.init.uniform_(module.bias, -bound, bound, generator=generator)
 
 
 def count_head_params(in_features: int, num_classes: int, spec: HeadSpec, *, conv: bool = False) -> int:
@@ -339,21 +365,25 @@ def replace_head(
     spec: HeadSpec | None = None,
     heads: list[HeadInfo] | None = None,
     input_size: int = 224,
+    *,
+    seed: int | None = None,
 ) -> list[HeadInfo]:
     """Swap every head of ``model`` for a new one with ``num_classes`` outputs, in place.
 
     Auxiliary and distillation heads are swapped with the same design, so every output of the
     model — also the train-mode auxiliary logits — has ``num_classes`` columns. New layers are
     created on the old head's device and dtype and keep its train/eval mode; every other
-    weight is untouched. Returns the new heads.
+    weight is untouched. ``seed`` makes the new weights a function of the seed alone (one
+    private generator, heads in order). Returns the new heads.
     """
     spec = spec or HeadSpec()
     heads = heads if heads is not None else find_heads(model, input_size)
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
     new_heads = []
     for head in heads:
         old = model.get_submodule(head.path)
         reference = next(old.parameters(), None)
-        new = build_head(head.in_features, num_classes, spec, conv=head.is_conv)
+        new = build_head(head.in_features, num_classes, spec, conv=head.is_conv, generator=generator)
         if reference is not None:
             new = new.to(device=reference.device, dtype=reference.dtype)
         new.train(old.training)

@@ -583,13 +583,15 @@ def swap_head(
     *,
     class_names: list[str] | tuple[str, ...] | None = None,
     head_paths: list[str] | None = None,
+    seed: int | None = None,
 ) -> list[HeadInfo]:
     """Replace every head of ``loaded.model`` in place and keep the model's labels in step:
-    the old class names no longer apply, Hugging Face configs get the new ``id2label``."""
+    the old class names no longer apply, Hugging Face configs get the new ``id2label``.
+    ``seed`` makes the new head's starting weights repeat (see :func:`heads.replace_head`)."""
     if class_names is not None and len(class_names) != num_classes:
         raise SourceError(f"{len(class_names)} class names given for {num_classes} classes")
     heads = loaded.find_heads(head_paths)
-    new_heads = replace_head(loaded.model, num_classes, spec, heads, loaded.preprocessing.input_size)
+    new_heads = replace_head(loaded.model, num_classes, spec, heads, loaded.preprocessing.input_size, seed=seed)
     loaded.class_names = tuple(class_names) if class_names is not None else None
     config = getattr(loaded.model, "config", None)
     if config is not None and hasattr(config, "id2label"):

@@ -410,6 +410,7 @@ class _Trainer:
         # The folder's lock comes before any check of what it holds, so two runs started at
         # the same moment cannot both find it empty.
         self._last_committed_epochs: int | None = None
+        self._last_weights_path: Path | None = None
         self.writer = RunWriter(self.run_dir, resume=resume, overwrite=overwrite) if self.run_dir is not None else None
         try:
             self.recorded = dict(self.writer.manifest) if resume and self.writer is not None else {}
@@ -974,14 +975,15 @@ class _Trainer:
     def _finish(self, reason: str, message: str) -> str:
         """Put the best epoch's weights back into the model and record how the run ended."""
         try:
-            if self.best_epoch is not None:
-                best = self.writer.weights_path if self.writer is not None else None
-                if best is not None and best.is_file():
-                    from safetensors.torch import load_file
+            kept = self.writer.weights_path if self.writer is not None else self._last_weights_path
+            if kept is not None and kept.is_file():
+                # the best epoch, or — when none finished — the starting model: a run stopped
+                # in its first epoch leaves no half-trained weights behind
+                from safetensors.torch import load_file
 
-                    self.model.load_state_dict(load_file(str(best)))
-                elif self.best_snapshot is not None:
-                    self.model.load_state_dict(self.best_snapshot)
+                self.model.load_state_dict(load_file(str(kept)))
+            elif self.best_epoch is not None and self.best_snapshot is not None:
+                self.model.load_state_dict(self.best_snapshot)
             self.model.eval()
             if self.writer is not None:
                 self._commit({}, finished=reason)
@@ -1001,6 +1003,7 @@ class _Trainer:
         writer, self.writer = getattr(self, "writer", None), None
         if writer is not None:
             self._last_committed_epochs = len(writer.manifest.get("epochs") or [])
+            self._last_weights_path = writer.weights_path
             writer.close()
 
     def _cleanup(self) -> None:
@@ -1028,7 +1031,8 @@ class _Trainer:
 
     def _stopped_message(self, epoch: int) -> str:
         if self.best_epoch is None:
-            return f"stopped in epoch {epoch + 1}, before any epoch finished"
+            kept = "; the model is as it was before the run" if self.run_dir is not None else ""
+            return f"stopped in epoch {epoch + 1}, before any epoch finished{kept}"
         return f"stopped in epoch {epoch + 1}; the best epoch ({self.best_epoch}, val accuracy {self.best_accuracy:.1%}) is kept"
 
     def _diverged_message(self, epoch: int, step: int | None) -> str:

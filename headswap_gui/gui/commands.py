@@ -60,9 +60,11 @@ class ModelController(QObject):
     headsChanged = Signal(object)
     treeChanged = Signal(object)
     busyChanged = Signal(bool)
+    versionChanged = Signal(int, str)  # the model's version and, for people, what changed it
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
+        self._version = 0
         self._loaded: LoadedModel | None = None
         self._heads: tuple[HeadInfo, ...] = ()
         self._shapes: dict[str, tuple[int, ...]] = {}
@@ -86,6 +88,16 @@ class ModelController(QObject):
     @property
     def output_shapes(self) -> dict[str, tuple[int, ...]]:
         return dict(self._shapes)
+
+    @property
+    def version(self) -> int:
+        """Changes with every change of the model's weights or heads that is kept (a load, a
+        head swap, undo/redo, a finished run); results are tagged with the version they saw."""
+        return self._version
+
+    def bump_version(self, reason: str) -> None:
+        self._version += 1
+        self.versionChanged.emit(self._version, reason)
 
     def main_head(self) -> HeadInfo | None:
         return next((h for h in self._heads if h.role == "main"), self._heads[0] if self._heads else None)
@@ -115,6 +127,7 @@ class ModelController(QObject):
         self._shapes = dict(output_shapes or {})
         self._tree = None
         self.modelChanged.emit(loaded)
+        self.bump_version("another model was loaded")
         self.headsChanged.emit(self._heads)
         if loaded is not None and tree is None:
             self.refresh_tree()
@@ -174,6 +187,7 @@ class ModelController(QObject):
                 if old_output is not None and new_output is not None and self._shapes.get(ancestor) == old_output:
                     self._shapes[ancestor] = new_output
         self._heads = tuple(state.heads)
+        self.bump_version("the head was replaced")
         self.headsChanged.emit(self._heads)
         self.refresh_tree()
 
@@ -218,11 +232,13 @@ class SwapHeadCommand(QUndoCommand):
         class_names: tuple[str, ...] | list[str] | None = None,
         text: str | None = None,
         parent: QUndoCommand | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__(parent)
         self._controller = controller
         self._num_classes = int(num_classes)
         self._spec = spec
+        self._seed = seed  # the new head's starting weights repeat with it (as `headswap train --seed`)
         self._class_names = tuple(class_names) if class_names is not None else None
         self._before: HeadState | None = None
         self._after: HeadState | None = None
@@ -256,7 +272,7 @@ class SwapHeadCommand(QUndoCommand):
         try:
             new = swap_head(
                 loaded, self._num_classes, spec,
-                class_names=self._class_names, head_paths=[h.path for h in before.heads],
+                class_names=self._class_names, head_paths=[h.path for h in before.heads], seed=self._seed,
             )
         except HeadswapError as error:
             self._fail(str(error))

@@ -206,6 +206,7 @@ class EvaluationReady:
     class_names: tuple[str, ...]
     paths: tuple[str, ...]
     result: Any  # training.EvalResult
+    model_version: int  # the ModelController.version the evaluation saw
 
 
 @dataclass(frozen=True)
@@ -261,7 +262,9 @@ def _demo_data_events(directory: str | None) -> Callable[[threading.Event], Iter
     return events
 
 
-def _evaluation_events(loaded: Any, dataset: Any, config: Any) -> Callable[[threading.Event], Iterator[object]]:
+def _evaluation_events(
+    loaded: Any, dataset: Any, config: Any, model_version: int
+) -> Callable[[threading.Event], Iterator[object]]:
     def events(stop: threading.Event) -> Iterator[object]:
         from headswap_gui.core.data import split_samples
         from headswap_gui.core.devices import resolve_device
@@ -276,7 +279,7 @@ def _evaluation_events(loaded: Any, dataset: Any, config: Any) -> Callable[[thre
         loader = build_eval_loader(split.val, preprocessing, batch_size=max(1, config.batch_size), device=device)
         result = evaluate(loaded.model, loader, device, stop=stop)
         if result is not None:
-            yield EvaluationReady(tuple(dataset.class_names), tuple(s.path for s in split.val), result)
+            yield EvaluationReady(tuple(dataset.class_names), tuple(s.path for s in split.val), result, model_version)
 
     return events
 
@@ -567,6 +570,7 @@ class MainWindow(QMainWindow):
         self.model_panel.useAsHeadRequested.connect(self.use_as_head)
         self.model_panel.replaceHeadRequested.connect(self.open_head_dialog)
         self.controller.headsChanged.connect(self._on_controller_headsChanged)
+        self.controller.versionChanged.connect(self._on_controller_versionChanged)
         self.controller.treeChanged.connect(self._update_status)
 
     def build_panels(self) -> None:
@@ -951,11 +955,17 @@ class MainWindow(QMainWindow):
             return False
         return self.replace_head(choice.spec, choice.num_classes, choice.class_names)
 
-    def replace_head(self, spec: Any, num_classes: int, class_names: Sequence[str] | None = None, *, text: str | None = None) -> bool:
-        """Swap every head for ``spec`` with ``num_classes`` outputs as one undoable step."""
+    def replace_head(
+        self, spec: Any, num_classes: int, class_names: Sequence[str] | None = None, *, text: str | None = None,
+        seed: int | None = None,
+    ) -> bool:
+        """Swap every head for ``spec`` with ``num_classes`` outputs as one undoable step; the
+        new weights come from ``seed`` (default: the Train page's Seed), as in the CLI."""
         if not self._can_edit_model():
             return False
-        command = SwapHeadCommand(self.controller, num_classes, spec, class_names, text=text)
+        if seed is None and self.training_panel is not None:
+            seed = self.training_panel.seed()
+        command = SwapHeadCommand(self.controller, num_classes, spec, class_names, text=text, seed=seed)
         self.undo_stack.push(command)
         if command.error:
             self.show_error(self.tr("Could not replace the head"), _gui_wording(command.error))
@@ -1007,6 +1017,11 @@ class MainWindow(QMainWindow):
     def _on_controller_headsChanged(self, _heads: object) -> None:
         self._give_model_to_try_panel()
         self._update_actions()
+
+    @Slot(int, str)
+    def _on_controller_versionChanged(self, version: int, reason: str) -> None:
+        if self.results_panel is not None:
+            self.results_panel.model_changed(version, reason)
 
     # ================================================================== data ==============
 
@@ -1220,7 +1235,8 @@ class MainWindow(QMainWindow):
 
             old = wrong[0].out_features
             if not self.replace_head(
-                HeadSpec(), n, names, text=self.tr("Replace head for training (Linear, {n} classes)").format(n=n)
+                HeadSpec(), n, names, text=self.tr("Replace head for training (Linear, {n} classes)").format(n=n),
+                seed=config.seed,
             ):
                 return False
             self.statusBar().showMessage(
@@ -1239,8 +1255,8 @@ class MainWindow(QMainWindow):
         self._last_finished = None
         if self.plots_view is not None:
             self.plots_view.clear()
-        if self.results_panel is not None and hasattr(self.results_panel, "clear"):
-            self.results_panel.clear()
+        # The last results stay until the run has a better answer; they say they are older.
+        self.controller.bump_version("a new run started")
 
         heads = self.controller.heads
 
@@ -1332,6 +1348,8 @@ class MainWindow(QMainWindow):
             self._give_model_to_try_panel()
         finished = self._last_finished
         config = self._train_config
+        if finished is not None and finished.best_epoch is not None:
+            self.controller.bump_version(f"run {Path(finished.run_dir or '').name} trained it")
         if (
             loaded is not None and finished is not None and finished.best_epoch is not None
             and config is not None and config.image_size
@@ -1356,7 +1374,7 @@ class MainWindow(QMainWindow):
         if loaded is None:
             return
         runner = self._start_runner(
-            "eval", leased(self.model_lease, "evaluate", _evaluation_events(loaded, dataset, config)), stop_grace_s=0.0
+            "eval", leased(self.model_lease, "evaluate", _evaluation_events(loaded, dataset, config, self.controller.version)), stop_grace_s=0.0
         )
         runner.eventEmitted.connect(self._on_eval_runner_eventEmitted)
         runner.failed.connect(self._on_eval_runner_failed)
@@ -1376,7 +1394,7 @@ class MainWindow(QMainWindow):
                 result = event.result
                 self.results_panel.set_results(
                     event.class_names, event.paths, result.targets, result.predictions,
-                    result.probabilities, result.losses,
+                    result.probabilities, result.losses, model_version=event.model_version,
                 )
             self.statusBar().showMessage(
                 self.tr("Validation accuracy {acc:.1%} on {n} images — see the Results page.").format(

@@ -559,9 +559,18 @@ class ResultsPanel(QWidget):
         outer.setStretchFactor(1, 2)
         outer.setSizes([340, 220])
 
+        self._stale_label = QLabel(self)
+        self._stale_label.setObjectName("resultsStaleLabel")
+        self._stale_label.setAccessibleName(self.tr("Which model these results describe"))
+        self._stale_label.setWordWrap(True)
+        self._stale_label.setStyleSheet("QLabel { background: palette(alternate-base); padding: 4px; }")
+        self._stale_label.hide()
+        self._model_version: int | None = None
+
         layout = QVBoxLayout(self)
         layout.setContentsMargins(8, 8, 8, 8)
         layout.setSpacing(6)
+        layout.addWidget(self._stale_label)
         layout.addWidget(self._summary_label)
         layout.addWidget(outer, 1)
 
@@ -575,8 +584,10 @@ class ResultsPanel(QWidget):
         predicted_labels: Sequence[int] | np.ndarray | None = None,
         probabilities: Sequence[float] | np.ndarray | None = None,
         losses: Sequence[float] | np.ndarray | None = None,
+        model_version: int | None = None,
     ) -> None:
-        """Show the evaluation of ``len(sample_paths)`` validation images.
+        """Show the evaluation of ``len(sample_paths)`` validation images, made with the model
+        at ``model_version`` (see :meth:`model_changed`).
 
         ``probabilities`` is either ``(N, C)`` class probabilities or ``(N,)`` confidences of
         the predicted class. ``predicted_labels`` defaults to the argmax of 2-D
@@ -617,7 +628,24 @@ class ResultsPanel(QWidget):
         # Highest loss first; NaN losses last; ties keep the evaluation order.
         order = np.argsort(-np.nan_to_num(loss[wrong], nan=-np.inf), kind="stable")
         self._misclassified = [int(i) for i in wrong[order]]
+        self._model_version = model_version
+        self._stale_label.hide()
         self._show()
+
+    def model_changed(self, version: int, reason: str) -> None:
+        """The model is now at ``version`` because of ``reason`` ("the head was replaced"):
+        results made with another version say so instead of passing for the current model."""
+        if not self.has_results() or self._model_version is None or version == self._model_version:
+            self._stale_label.setVisible(self.has_results() and self._model_version not in (None, version))
+            return
+        self._stale_label.setText(
+            self.tr("These results describe an earlier state of the model ({reason} since). "
+                    "Train or evaluate again to see the model as it is now.").format(reason=reason)
+        )
+        self._stale_label.show()
+
+    def is_stale(self) -> bool:
+        return not self._stale_label.isHidden()
 
     def set_eval_result(self, result: Any, class_names: Sequence[str], samples: Sequence[Any]) -> None:
         """Show a ``training.EvalResult``.
@@ -638,6 +666,8 @@ class ResultsPanel(QWidget):
         self._matrix = np.zeros((0, 0), dtype=np.int64)
         self._report = None
         self._misclassified = []
+        self._model_version = None
+        self._stale_label.hide()
         self._show()
 
     def has_results(self) -> bool:

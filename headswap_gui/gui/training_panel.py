@@ -442,6 +442,10 @@ class TrainingPanel(QWidget):
 
     # -- the form ---------------------------------------------------------------------------
 
+    def seed(self) -> int:
+        """The Seed field: it also seeds a head built for the next run."""
+        return self._seed.value()
+
     def config(self) -> TrainConfig:
         """The form as a TrainConfig; raises ``HeadswapError`` (core's message) when invalid."""
         image_size = self._image_size.value()

@@ -456,3 +456,22 @@ def test_a_file_linked_into_two_classes_counts_once(tmp_path):
     info = scan_image_folder(data)
     assert info.counts == (3, 3, 3)
     assert [(Path(s.path).name, s.reason) for s in info.skipped] == [("also-red.png", "same file as in class 'red'")]
+
+
+def test_a_run_stopped_in_its_first_epoch_leaves_the_starting_weights(colours, tmp_path):
+    dataset = scan_image_folder(colours)
+    config = TrainConfig(epochs=3, batch_size=8, image_size=32, device="cpu", cpu_threads=1, freeze="full",
+                         max_step_events_per_second=1e9)
+    torch.manual_seed(0)
+    loaded = sources.load_model("timm:test_efficientnet")
+    sources.swap_head(loaded, 3, class_names=dataset.class_names, seed=0)
+    start = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    stop = threading.Event()
+    events = []
+    for event in fit(loaded, dataset, config, tmp_path / "run", stop=stop):
+        events.append(event)
+        if type(event).__name__ == "StepMetrics":
+            stop.set()  # after one optimizer step has changed the weights
+    assert events[-1].reason == "stopped" and "the model is as it was before the run" in events[-1].message
+    after = loaded.model.state_dict()
+    assert all(torch.equal(start[k], after[k]) for k in start)

@@ -127,3 +127,35 @@ def test_weight_statistics_wait_for_a_free_model(qtbot, window):
     assert "shown when the model is free (a job is using it: train)" in busy
     free = window.model_panel.compute_statistics()
     assert "<b>weight</b>" in free and "mean" in free
+
+
+def test_the_windows_seed_trains_the_same_weights_as_the_cli(qtbot, window, colour_folder, tmp_path):
+    """Same settings, same seed: the window's run and `headswap train --seed` end bit-identical."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from headswap_gui.cli import main
+    from headswap_gui.core.runs import save_model_folder
+    from headswap_gui.core.sources import load_model
+
+    base = save_model_folder(tmp_path / "base", load_model(TINY))  # one backbone for both (timm inits randomly)
+    load(qtbot, window, str(base))
+    open_folder(qtbot, window, colour_folder)
+    config = training.TrainConfig(epochs=2, batch_size=2, lr=0.01, image_size=32, device="cpu", val_fraction=0.34,
+                                  seed=7, cpu_threads=1, freeze="full", augment="light")
+    with qtbot.waitSignal(window.trainingFinished, timeout=LOAD_MS) as finished:
+        assert window.start_training(config)
+    window_run = Path(finished.args[0].run_dir)
+    qtbot.waitUntil(lambda: not window.is_model_busy(), timeout=LOAD_MS)
+    cli_run = tmp_path / "cli-run"
+    assert main(["train", str(base), str(colour_folder), "-o", str(cli_run), "--epochs", "2", "--batch-size", "2",
+                 "--lr", "0.01", "--image-size", "32", "--device", "cpu", "--val-fraction", "0.34", "--seed", "7",
+                 "--threads", "1", "--freeze", "full", "--augment", "light"]) == 0
+
+    def weights(run: Path) -> dict:
+        return load_file(str(run / json.loads((run / "headswap.json").read_text())["weights_file"]))
+
+    a, b = weights(window_run), weights(cli_run)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

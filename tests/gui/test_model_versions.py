@@ -1,0 +1,32 @@
+"""Results say which model they describe: a head swap or a new run marks them as older."""
+
+from __future__ import annotations
+
+from headswap_gui.core import training
+from headswap_gui.core.heads import HeadSpec
+
+from test_jobs import colour_folder  # noqa: F401 - a fixture
+from test_main_window import LOAD_MS, TINY, load, open_folder
+
+
+def test_results_are_marked_stale_after_a_head_swap_and_during_a_new_run(qtbot, window, colour_folder):  # noqa: F811
+    load(qtbot, window, TINY)
+    open_folder(qtbot, window, colour_folder)
+    config = training.TrainConfig(epochs=1, batch_size=2, image_size=32, device="cpu", val_fraction=0.34)
+    with qtbot.waitSignal(window.resultsReady, timeout=LOAD_MS):
+        assert window.start_training(config)
+    qtbot.waitUntil(lambda: not window.is_model_busy(), timeout=LOAD_MS)
+    panel = window.results_panel
+    assert panel.has_results() and not panel.is_stale()
+
+    assert window.replace_head(HeadSpec("mlp", (8,)), 2, ("cats", "dogs"))
+    assert panel.has_results() and panel.is_stale()
+    assert "the head was replaced" in panel.findChild(type(panel._stale_label), "resultsStaleLabel").text()
+
+    window.undo_action.trigger()  # another change of the model: still not what the results saw
+    assert panel.is_stale()
+
+    with qtbot.waitSignal(window.resultsReady, timeout=LOAD_MS):
+        assert window.start_training(config)
+    qtbot.waitUntil(lambda: not window.is_model_busy(), timeout=LOAD_MS)
+    assert panel.has_results() and not panel.is_stale()  # fresh results of the trained model
