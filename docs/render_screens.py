@@ -4,7 +4,8 @@
 
 Writes ``screen-model.png`` (the demo model, its head highlighted), ``screen-head-dialog.png``
 (the Replace head dialog over the window), ``screen-training.png`` (the Train page after a
-short demo run, live plots filled) and ``screen-results.png`` (the Results page of that run).
+short demo run, live plots filled), ``screen-results.png`` (the Results page of that run) and
+``screen-runs.png`` (the Runs page: that run and a stopped one).
 Runs the real demo: the digits images and the run folder go to a temporary directory, and
 the settings are private, so nothing of the user's is read or changed. Takes about a minute
 on a laptop CPU (the one-time feature pass over 1,797 images dominates).
@@ -158,6 +159,16 @@ def main(argv: list[str] | None = None) -> int:
                 break
             settle(100)
     save(window, "screen-results.png")
+
+    # 5. The Runs page with that run (and a second, stopped one, to show the statuses).
+    window.apply_training_settings({**DEMO_TRAIN_SETTINGS, "epochs": 30})
+    window.start_training(window.training_panel.config())
+    wait_for(window.runs_panel.table.model().rowsInserted, "the second run to start")
+    window.stop_training()
+    wait_for(window.trainingFinished, "the second run to stop")
+    window.runs_panel.refresh()
+    window.tabs.setCurrentIndex(4)
+    save(window, "screen-runs.png")
 
     window.close()
     app.processEvents()

@@ -655,6 +655,8 @@ class _Trainer:
     def run(self) -> Generator[Event, None, None]:
         try:
             self._prepare()
+            if self.writer is not None:  # the starting model first: the folder loads from now on
+                self._commit({} if self.resume else {self.weights_name: runs.weights_writer(self.model)}, finished=None)
         except BaseException:
             self._cleanup()
             raise
@@ -674,9 +676,6 @@ class _Trainer:
             for note in self.notes:
                 yield Note(note)
             try:
-                if self.writer is not None:  # the starting model first: the folder loads from now on
-                    new = {} if self.resume else {self.weights_name: runs.weights_writer(self.model)}
-                    self._commit(new, finished=None)
                 reason, message = yield from self._train()
             except RunFolderError as error:  # the disk refused; the last commit stands
                 reason, message = "failed", str(error)

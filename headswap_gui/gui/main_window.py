@@ -92,7 +92,7 @@ _HEAVY_MODULES = (
     "headswap_gui.core.training",
     "headswap_gui.core.predict",
 )
-_TAB_DATA, _TAB_TRAIN, _TAB_RESULTS, _TAB_TRY = "data", "train", "results", "try"
+_TAB_DATA, _TAB_TRAIN, _TAB_RESULTS, _TAB_TRY, _TAB_RUNS = "data", "train", "results", "try", "runs"
 
 
 # -- questions the window asks (tests replace ``ask``) --------------------------------------------
@@ -397,6 +397,8 @@ class MainWindow(QMainWindow):
         self.plots_view: Any = None
         self.results_panel: Any = None
         self.try_panel: Any = None
+        self.runs_panel: Any = None
+        self._run_to_restore: dict[str, Any] | None = None  # a run being reopened: {folder, manifest, resume}
         self._drop_router = _DropRouter(self)
 
         self._build_actions()
@@ -506,6 +508,7 @@ class MainWindow(QMainWindow):
             (_TAB_TRAIN, self.tr("Train")),
             (_TAB_RESULTS, self.tr("Results")),
             (_TAB_TRY, self.tr("Try it")),
+            (_TAB_RUNS, self.tr("Runs")),
         ):
             self.tabs.addTab(self._placeholder(self.tr("Loading…")), title)
             self._tab_keys.append(key)
@@ -589,6 +592,9 @@ class MainWindow(QMainWindow):
         self.try_panel = self._make_panel("headswap_gui.gui.try_panel", "TryPanel")
         if self.try_panel is not None:
             self.try_panel.model_lease = self.model_lease
+        from headswap_gui.gui.runs_panel import RunsPanel
+
+        self.runs_panel = RunsPanel(self, root=self._runs_root)
 
         train_page: QWidget
         if self.training_panel is not None or self.plots_view is not None:
@@ -613,6 +619,7 @@ class MainWindow(QMainWindow):
             _TAB_TRAIN: train_page,
             _TAB_RESULTS: self.results_panel or self._placeholder(self.tr("The results page is not available.")),
             _TAB_TRY: self.try_panel or self._placeholder(self.tr("The Try it page is not available.")),
+            _TAB_RUNS: self.runs_panel,
         }
         titles = [self.tabs.tabText(i) for i in range(self.tabs.count())]
         self.tabs.blockSignals(True)
@@ -658,6 +665,8 @@ class MainWindow(QMainWindow):
         if self.training_panel is not None:
             self.training_panel.startRequested.connect(self.start_training)
             self.training_panel.stopRequested.connect(self.stop_training)
+        self.runs_panel.openRequested.connect(self.open_run)
+        self.runs_panel.resumeRequested.connect(self.resume_run)
         if self.controller.loaded is not None:
             self._give_model_to_try_panel()
 
@@ -895,6 +904,7 @@ class MainWindow(QMainWindow):
         if source in self.settings.recent_models() and (os.sep in source or "/" in source) and not os.path.exists(source):
             self.model_panel.set_recent_models(self.settings.remove_recent_model(source))  # moved or deleted
             self._update_recent_menu()
+        self._run_to_restore = None
         self.model_panel.set_status(self.tr("Could not load {source}.").format(source=source))
         self.show_error(self.tr("Could not load the model"), _gui_wording(message))
         self.modelLoadFailed.emit(message)
@@ -906,6 +916,8 @@ class MainWindow(QMainWindow):
         self.model_panel.set_busy(None)
         self.busyChanged.emit(False)
         self._update_actions()
+        if self._run_to_restore is not None:  # after the load job has ended: a resume may start now
+            self._continue_run_restore_after_load(self.controller.loaded)
 
     @Slot(str, bool)
     def _on_model_panel_loadRequested(self, source: str, download: bool) -> None:
@@ -1049,6 +1061,7 @@ class MainWindow(QMainWindow):
                                    "classes (or choose a design with Ctrl+H)").format(m=head, n=n)
             self.statusBar().showMessage(message, 10000)
         self._update_actions()
+        self._continue_run_restore_after_scan(info)
 
     @Slot(str)
     def _on_data_panel_scanFailed(self, message: str) -> None:
@@ -1209,8 +1222,90 @@ class MainWindow(QMainWindow):
             return
         self.start_training(config)
 
-    def start_training(self, config: Any) -> bool:
-        """Train the loaded model on the loaded image folder with ``config`` (a TrainConfig)."""
+    # ================================================================== runs ==============
+
+    @Slot(str)
+    def open_run(self, folder: str, *, resume: bool = False) -> bool:
+        """Reopen a saved run: its model, then its curves and image folder, then its results
+        (the validation split evaluated again); with ``resume``, continue training it instead."""
+        from headswap_gui.core.errors import HeadswapError
+        from headswap_gui.core.run_manifest import read_manifest
+
+        try:
+            manifest = read_manifest(folder)
+        except HeadswapError as error:
+            self.show_error(self.tr("Cannot open the run"), str(error))
+            return False
+        self._run_to_restore = {"folder": str(folder), "manifest": manifest, "resume": resume}
+        if not self.load_model(str(folder)):
+            self._run_to_restore = None
+            return False
+        return True
+
+    @Slot(str)
+    def resume_run(self, folder: str) -> bool:
+        return self.open_run(folder, resume=True)
+
+    def _continue_run_restore_after_load(self, loaded: Any) -> None:
+        pending = self._run_to_restore
+        if pending is None or loaded is None or str(loaded.source) != pending["folder"]:
+            self._run_to_restore = None
+            return
+        from headswap_gui.core.events import EpochMetrics
+        from headswap_gui.core.training import TrainConfig
+
+        manifest = pending["manifest"]
+        config = TrainConfig.from_dict(manifest.get("training") or {})
+        pending["config"] = config
+        self._last_run_dir = pending["folder"]
+        if self.training_panel is not None:
+            self.training_panel.set_config(config)
+        if self.plots_view is not None:
+            self.plots_view.clear()
+            records = manifest.get("epochs") or []
+            self.plots_view.add_events(
+                EpochMetrics(
+                    epoch=int(r["epoch"]), epochs=config.epochs, train_loss=r["train_loss"],
+                    train_accuracy=r["train_accuracy"], val_loss=r["val_loss"], val_accuracy=r["val_accuracy"],
+                    lr=r["lr"], images_per_second=r.get("images_per_second", 0.0), seconds=r.get("seconds", 0.0),
+                    eta_seconds=0.0, is_best=bool(r.get("is_best")),
+                )
+                for r in records
+            )
+        root = manifest.get("dataset_root")
+        if root and Path(root).is_dir() and self.data_panel is not None:
+            current = self.dataset()
+            if current is not None and Path(current.root) == Path(root):
+                self._continue_run_restore_after_scan(current)
+            else:
+                self.open_data_folder(root)
+        else:
+            self._run_to_restore = None
+            self.statusBar().showMessage(
+                self.tr("Opened the run's model and curves; its image folder {root} is not there, so the results "
+                        "cannot be recomputed.").format(root=root or "?"), 15000,
+            )
+
+    def _continue_run_restore_after_scan(self, info: Any) -> None:
+        pending = self._run_to_restore
+        if pending is None or info is None or "config" not in pending:
+            return
+        if Path(info.root) != Path(pending["manifest"].get("dataset_root") or ""):
+            return
+        self._run_to_restore = None
+        if pending["resume"]:
+            self.start_training(pending["config"], run_dir=Path(pending["folder"]), resume=True)
+        else:
+            self._train_config, self._train_dataset = pending["config"], info
+            self.evaluate_model(pending["config"], info)
+            self.statusBar().showMessage(
+                self.tr("Opened run {name}: model, curves and (being computed) results.").format(
+                    name=Path(pending["folder"]).name), 10000,
+            )
+
+    def start_training(self, config: Any, *, run_dir: Path | None = None, resume: bool = False) -> bool:
+        """Train the loaded model on the loaded image folder with ``config`` (a TrainConfig);
+        ``resume`` continues the run in ``run_dir`` (the loaded model must be that run's)."""
         if self.is_training() or self._closing:
             return False
         loaded = self.controller.loaded
@@ -1230,6 +1325,8 @@ class MainWindow(QMainWindow):
         names = tuple(dataset.class_names)
         n = len(names)
         wrong = [h for h in self.controller.heads if h.out_features != n]
+        if resume:
+            wrong = []  # the run's own head; fit refuses a folder of other classes with a sentence
         if wrong:
             from headswap_gui.core.heads import HeadSpec
 
@@ -1246,14 +1343,14 @@ class MainWindow(QMainWindow):
             )
         elif loaded.class_names != names:
             loaded.class_names = names
-        run_dir = self._new_run_dir()
+        run_dir = run_dir if run_dir is not None else self._new_run_dir()
         try:
             self.settings.set_last_hyperparameters(config.to_dict())
         except AttributeError:
             pass
         self._train_config, self._train_dataset = config, dataset
         self._last_finished = None
-        if self.plots_view is not None:
+        if self.plots_view is not None and not resume:  # a resumed run continues its restored curves
             self.plots_view.clear()
         # The last results stay until the run has a better answer; they say they are older.
         self.controller.bump_version("a new run started")
@@ -1263,7 +1360,7 @@ class MainWindow(QMainWindow):
         def factory(stop: threading.Event) -> Iterator[object]:
             from headswap_gui.core import training
 
-            return training.fit(loaded, dataset, config, run_dir, stop=stop, heads=heads)
+            return training.fit(loaded, dataset, config, run_dir, stop=stop, heads=heads, resume=resume)
 
         runner = self._start_runner("train", leased(self.model_lease, "train", factory))
         runner.eventEmitted.connect(self._on_train_runner_eventEmitted)
@@ -1297,6 +1394,8 @@ class MainWindow(QMainWindow):
             self.try_panel.setEnabled(not running)
         if self.data_panel is not None:
             self.data_panel.setEnabled(not running)
+        self.runs_panel.set_busy(running)
+        self.runs_panel.refresh()  # a new run shows as running; a finished one with its figures
         self._update_actions()
 
     @Slot(object)
@@ -1311,6 +1410,9 @@ class MainWindow(QMainWindow):
             self.plots_view.add_event(event)
         if isinstance(event, RunStarted):
             self._last_run_dir = event.run_dir
+            self.runs_panel.refresh()
+            if event.run_dir:
+                self.runs_panel.select_folder(event.run_dir)
             self._device_text = event.device
             self._update_device_label()
             self.controller.refresh_tree()  # the backbone is frozen now: show it

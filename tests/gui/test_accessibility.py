@@ -90,9 +90,11 @@ def describe(widget: QWidget) -> str:
 
 
 def test_all_pages_are_built(window: MainWindow) -> None:
-    for panel in (window.data_panel, window.training_panel, window.plots_view, window.results_panel, window.try_panel):
+    panels = (window.data_panel, window.training_panel, window.plots_view, window.results_panel, window.try_panel,
+              window.runs_panel)
+    for panel in panels:
         assert panel is not None
-    assert window.tabs.count() == 4
+    assert [window.tabs.tabText(i) for i in range(window.tabs.count())] == ["Data", "Train", "Results", "Try it", "Runs"]
 
 
 def test_interactive_widgets_have_object_names(window: MainWindow) -> None:
