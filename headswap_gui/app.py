@@ -16,7 +16,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 _STARTED = time.perf_counter()
 
@@ -93,7 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     QCoreApplication.setOrganizationName(ORGANIZATION)
     QCoreApplication.setOrganizationDomain("headswap.invalid")
     QCoreApplication.setApplicationName(APP_NAME)
-    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else APP_NAME])
+    existing = QApplication.instance()
+    app = existing or QApplication([sys.argv[0] if sys.argv else APP_NAME])
     app.setApplicationDisplayName("headswap")
     apply_color_scheme(app)
 
@@ -101,7 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from headswap_gui.gui.worker import stop_all_runners
 
     window = MainWindow(defer_panels=True)
-    app.aboutToQuit.connect(lambda: (window.shutdown(), stop_all_runners(30_000)))
+    def on_quit() -> None:
+        window.shutdown()
+        stop_all_runners(30_000)
+
+    app.aboutToQuit.connect(on_quit)
     window.show()
     window.raise_()
     app.processEvents()  # expose + paint now, before anything slow runs
@@ -116,15 +121,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     QTimer.singleShot(0, lambda: window.start_up(demo=args.demo, model=args.model, data=args.data))
-    _quit_on_signals(app, window)
-    return int(app.exec())
+    restore = _quit_on_signals(app, window, owned=existing is None)
+    try:
+        if existing is None:
+            return int(app.exec())
+        # Embedded (or a test): the application is not ours to end. Quitting it would leave
+        # Qt's quit flag set and stop every later event loop, so run until the window closes.
+        from PySide6.QtCore import QEventLoop
+
+        loop = QEventLoop()
+        window.closed.connect(loop.quit)
+        loop.exec()
+        on_quit()
+        return 0
+    finally:
+        restore()  # main() may run again in this process (tests): leave no handler or timer behind
+        app.aboutToQuit.disconnect(on_quit)
 
 
-def _quit_on_signals(app, window) -> None:  # noqa: ANN001
+def _quit_on_signals(app, window, owned: bool) -> Callable[[], None]:  # noqa: ANN001
     """Ctrl+C in the terminal (and SIGTERM) quit cleanly: layout saved, jobs stopped.
 
     Qt's event loop never hands control to Python by itself, so a light timer lets the
-    interpreter run its signal handlers.
+    interpreter run its signal handlers. Returns what undoes both.
     """
     import signal
 
@@ -132,18 +151,30 @@ def _quit_on_signals(app, window) -> None:  # noqa: ANN001
 
     def quit_now(*_args: object) -> None:
         window.save_layout()
-        app.quit()  # aboutToQuit stops and waits for the workers
+        if owned:
+            app.quit()  # aboutToQuit stops and waits for the workers
+        else:
+            window.close()  # main()'s own loop ends with the window
 
+    previous = {}
     for name in ("SIGINT", "SIGTERM"):
         if hasattr(signal, name):
             try:
-                signal.signal(getattr(signal, name), quit_now)
+                previous[name] = signal.signal(getattr(signal, name), quit_now)
             except ValueError:  # not the main thread (embedded use)
-                return
+                return lambda: None
     pulse = QTimer(app)
     pulse.setObjectName("signalPulse")
     pulse.timeout.connect(lambda: None)
     pulse.start(250)
+
+    def restore() -> None:
+        pulse.stop()
+        pulse.deleteLater()
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
+
+    return restore
 
 
 if __name__ == "__main__":

@@ -53,8 +53,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _flag_hint(error: Exception) -> str:
     """The command-line way to act on a typed core error (core messages name no flags)."""
-    from .core.errors import NeedsArchitectureError, NeedsTrustError, RunExistsError
+    from .core.errors import (
+        HeadNotFoundError,
+        NeedsArchitectureError,
+        NeedsTrustError,
+        RunExistsError,
+        WeightsNotCachedError,
+    )
 
+    if isinstance(error, WeightsNotCachedError):
+        return "add --download to fetch them"
+    if isinstance(error, HeadNotFoundError):
+        return "name it with --head-path PATH; `headswap inspect` shows the layers"
     if isinstance(error, NeedsTrustError):
         return "add --trust to load it anyway"
     if isinstance(error, NeedsArchitectureError):
@@ -260,13 +270,13 @@ def _load(args: argparse.Namespace, *, structure_only: bool = False) -> Any:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from .core.errors import HeadError
+    from .core.errors import HeadNotFoundError
     from .core.module_tree import inspect_model, render_tree
 
     loaded = _load(args, structure_only=True)
     inspection = inspect_model(loaded.model, loaded.preprocessing.input_size, args.head_paths)
     if inspection.problem:
-        raise HeadError(inspection.problem)
+        raise HeadNotFoundError(inspection.problem)
     heads, tree = list(inspection.heads), inspection.tree
     if args.json:
         report = {

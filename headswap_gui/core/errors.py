@@ -27,6 +27,14 @@ class DataError(HeadswapError):
     """An image folder cannot be used for training."""
 
 
+class WeightsNotCachedError(SourceError):
+    """Pretrained weights are not on this machine and downloading was not allowed."""
+
+
+class HeadNotFoundError(HeadError):
+    """Detection found no classifier head; the user can name the head layer."""
+
+
 class NeedsArchitectureError(SourceError):
     """A weights file holds tensors only; the caller must say which architecture they fit."""
 

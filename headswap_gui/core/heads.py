@@ -17,7 +17,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .errors import HeadError
+from .errors import HeadError, HeadNotFoundError
 from .tracing import TraceResult, trace_forward
 
 HeadRole = Literal["main", "auxiliary", "distillation"]
@@ -53,7 +53,7 @@ class HeadSpec:
         if not 0.0 <= self.dropout < 1.0:
             raise HeadError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.design == "mlp" and (not self.hidden or any(int(h) < 1 for h in self.hidden)):
-            raise HeadError("an MLP head needs at least one hidden size, each ≥ 1 (e.g. --hidden 512)")
+            raise HeadError("an MLP head needs at least one hidden size, each ≥ 1 (e.g. 512)")
 
     def describe(self) -> str:
         if self.design == "linear":
@@ -135,9 +135,9 @@ def detect_heads(model: nn.Module, input_size: int = 224, head_paths: list[str] 
         heads = _heads_from_model_api(model)
         if heads:
             return HeadDetection(tuple(heads))
-        raise HeadError(
+        raise HeadNotFoundError(
             f"could not run a dummy {input_size}×{input_size} forward pass to find the head "
-            f"({type(error).__name__}: {error}); name the head layer with --head-path PATH"
+            f"({type(error).__name__}: {error}); name the head layer yourself"
         ) from error
     main_paths: list[str] = []
     for logits in eval_trace.main_outputs:
@@ -161,9 +161,9 @@ def detect_heads(model: nn.Module, input_size: int = 224, head_paths: list[str] 
         for path in aux_paths
     ]
     if not heads:
-        raise HeadError(
+        raise HeadNotFoundError(
             "no classifier head found: no Linear or 1×1 convolution produces the model's "
-            "output; name the head layer with --head-path PATH (see `headswap inspect`)"
+            "output; name the head layer yourself"
         )
     return HeadDetection(tuple(_confirm(model, head) for head in heads), eval_trace, train_trace)
 

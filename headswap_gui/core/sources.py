@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .construction import build_empty, has_meta_parameters, materialize
-from .errors import NeedsArchitectureError, NeedsTrustError, RunFolderError, SourceError
+from .errors import NeedsArchitectureError, NeedsTrustError, RunFolderError, SourceError, WeightsNotCachedError
 from .heads import HeadInfo, HeadSpec, find_heads, replace_head
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from .run_manifest import MANIFEST_FILE, read_manifest, weights_file
@@ -98,7 +98,7 @@ def load_model(
         raise SourceError(f"no such file: {source}")
     raise SourceError(
         f"unknown model source {source!r}; use demo, torchvision:NAME, timm:NAME, hf:DIR, "
-        "a model folder, or a weights file with --arch"
+        "a model folder, or a weights file with its architecture"
     )
 
 
@@ -117,7 +117,7 @@ def build_architecture(architecture: str, *, empty: bool = True) -> LoadedModel:
     if scheme == "hf":
         return _load_hf(name, download=False)
     raise SourceError(
-        f"unknown architecture {architecture!r}; use torchvision:NAME or timm:NAME (e.g. --arch torchvision:resnet50)"
+        f"unknown architecture {architecture!r}; use torchvision:NAME or timm:NAME (e.g. torchvision:resnet50)"
     )
 
 
@@ -255,9 +255,9 @@ def _torchvision_weights(weights: Any, *, download: bool) -> dict[str, torch.Ten
     if cached.is_file():
         return torch.load(cached, map_location="cpu", weights_only=True)
     if not download:
-        raise SourceError(
-            f"the {weights.name} weights are not in the local torch cache ({cached}); "
-            "add --download to fetch them, or use demo for an offline pretrained model"
+        raise WeightsNotCachedError(
+            f"the {weights.name} weights are not in the local torch cache ({cached}); download them, or use "
+            "demo for an offline pretrained model"
         )
     try:
         return weights.get_state_dict(progress=True, check_hash=True)
@@ -314,8 +314,9 @@ def _timm_pretrained(name: str, *, download: bool) -> nn.Module:
     try:
         return timm.create_model(name, pretrained=True)
     except Exception as error:  # noqa: BLE001 - hub errors come in many types
-        hint = "add --download to fetch them" if not download else "check the network connection"
-        raise SourceError(f"no pretrained weights for timm:{name} in the local cache ({error}); {hint}") from error
+        if download:
+            raise SourceError(f"could not download the pretrained weights of timm:{name} ({error}); check the network connection") from error
+        raise WeightsNotCachedError(f"no pretrained weights for timm:{name} in the local cache ({error}); download them") from error
     finally:
         if previous is None:
             os.environ.pop("HF_HUB_OFFLINE", None)
@@ -381,7 +382,7 @@ def read_state_dict(path: Path, *, trust: bool = False) -> dict[str, torch.Tenso
         if isinstance(state, nn.Module):
             state = state.state_dict()
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise SourceError(f"{path} holds no state dict of tensors; is it a full model? then it needs --trust")
+            raise SourceError(f"{path} holds no state dict of tensors; is it a full model? then load it as a trusted file")
     if state and all(key.startswith("module.") for key in state):
         state = {key[len("module."):]: value for key, value in state.items()}
     return state
@@ -502,7 +503,7 @@ def _fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], input_size
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected: " + ", ".join(unexpected[:5]))
     if problems:
-        raise SourceError(f"{origin} does not fit this architecture — " + "; ".join(problems) + "; check --arch")
+        raise SourceError(f"{origin} does not fit this architecture — " + "; ".join(problems) + "; check the architecture")
     materialize(model, state, strict=False)
     model.eval()
     return notes

@@ -464,7 +464,7 @@ class _Trainer:
             detail = ", ".join(f"{h.path} has {h.out_features}" for h in wrong)
             raise HeadswapError(
                 f"the model's head does not fit the data: {dataset_classes(n)} in {self.dataset.root}, but {detail} "
-                f"outputs; swap the head first (sources.swap_head(loaded, {n}) or `--head` in the CLI)"
+                f"outputs; swap the head for one with {n} outputs first"
             )
         for head in heads:  # a head built elsewhere must be describable, or the run cannot reload
             module = self.model.get_submodule(head.path)

@@ -594,11 +594,12 @@ class DataPanel(QWidget):
 
     def shutdown(self, timeout_ms: int = 5000) -> bool:
         """Stop scanning and thumbnail jobs and wait for them (window close)."""
-        ok = self._thumbnails.wait(timeout_ms)
+        self._thumbnails.cancel()
+        ok = True
         if self._scan_runner is not None:
             self._scan_runner.request_stop()
-            ok = self._scan_runner.wait(timeout_ms) and ok
-        return ok
+            ok = self._scan_runner.wait(timeout_ms)  # may deliver the scan's result, asking for thumbnails
+        return self._thumbnails.close(timeout_ms) and ok
 
     # -- display ----------------------------------------------------------------------------
 

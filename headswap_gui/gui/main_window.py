@@ -45,6 +45,7 @@ from PySide6.QtWidgets import (
 )
 
 from headswap_gui import __version__
+from headswap_gui.gui.actions import WorkbenchFacts, action_states
 from headswap_gui.gui.commands import ModelController, SetHeadsCommand, SwapHeadCommand
 from headswap_gui.gui.jobs import ModelLease, leased
 from headswap_gui.gui.model_panel import ModelPanel
@@ -293,14 +294,23 @@ def _export_events(loaded: Any, fmt: str, path: str, images: list[str]) -> Calla
     return events
 
 
-def _gui_wording(message: str) -> str:
-    """Core messages name CLI flags; say what to do in the window instead."""
-    return (
-        message.replace("add --download to fetch them", "choose “Pretrained — download if missing” under Weights")
-        .replace("--download", "“Pretrained — download if missing”")
-        .replace("name the head layer with --head-path PATH", "right-click the layer that produces the class scores → Use as head")
-        .replace("--head-path PATH", "right-click → Use as head")
-    )
+_USE_AS_HEAD_HINT = "Right-click the layer that produces the class scores → Use as head."
+
+
+def _window_hint(error: BaseException | None) -> str:
+    """How to act on a typed core error in the window (core messages name no controls)."""
+    from headswap_gui.core.errors import HeadNotFoundError, WeightsNotCachedError
+
+    if isinstance(error, WeightsNotCachedError):
+        return "Choose “Pretrained — download if missing” under Weights and load it again."
+    if isinstance(error, HeadNotFoundError):
+        return _USE_AS_HEAD_HINT
+    return ""
+
+
+def _with_hint(message: str, error: BaseException | None) -> str:
+    hint = _window_hint(error)
+    return f"{message}. {hint}" if hint else message
 
 
 def _local_paths(urls: Sequence[QUrl]) -> list[str]:
@@ -355,6 +365,7 @@ class MainWindow(QMainWindow):
     trainingStarted = Signal()
     trainingFinished = Signal(object)
     resultsReady = Signal(object)
+    closed = Signal()  # the window was closed and its jobs have ended
     errorShown = Signal(str)
     busyChanged = Signal(bool)
     demoDataReady = Signal(object)
@@ -667,6 +678,7 @@ class MainWindow(QMainWindow):
             self.training_panel.stopRequested.connect(self.stop_training)
         self.runs_panel.openRequested.connect(self.open_run)
         self.runs_panel.resumeRequested.connect(self.resume_run)
+        self.runs_panel.compareRequested.connect(self.compare_run)
         if self.controller.loaded is not None:
             self._give_model_to_try_panel()
 
@@ -866,7 +878,7 @@ class MainWindow(QMainWindow):
         if result.head_problem:
             self.model_panel.set_status(
                 self.model_panel.status_label.text() + "<br><b>" + self.tr("No head found:") + "</b> "
-                + _gui_wording(result.head_problem)
+                + result.head_problem + ". " + self.tr(_USE_AS_HEAD_HINT)
             )
             self.statusBar().showMessage(self.tr("No classifier head found; right-click a layer → Use as head."), 10000)
         else:
@@ -906,7 +918,7 @@ class MainWindow(QMainWindow):
             self._update_recent_menu()
         self._run_to_restore = None
         self.model_panel.set_status(self.tr("Could not load {source}.").format(source=source))
-        self.show_error(self.tr("Could not load the model"), _gui_wording(message))
+        self.show_error(self.tr("Could not load the model"), _with_hint(message, error))
         self.modelLoadFailed.emit(message)
 
     @Slot()
@@ -980,7 +992,7 @@ class MainWindow(QMainWindow):
         command = SwapHeadCommand(self.controller, num_classes, spec, class_names, text=text, seed=seed)
         self.undo_stack.push(command)
         if command.error:
-            self.show_error(self.tr("Could not replace the head"), _gui_wording(command.error))
+            self.show_error(self.tr("Could not replace the head"), command.error)
             return False
         try:
             self.settings.set_last_head_design(spec.to_dict())
@@ -1000,7 +1012,7 @@ class MainWindow(QMainWindow):
         try:
             heads = self.controller.loaded.find_heads([path])
         except HeadswapError as error:
-            self.show_error(self.tr("Cannot use this layer as the head"), _gui_wording(str(error)))
+            self.show_error(self.tr("Cannot use this layer as the head"), _with_hint(str(error), error))
             return False
         self.undo_stack.push(SetHeadsCommand(self.controller, tuple(heads)))
         self.statusBar().showMessage(self.tr("{path} is now the head. Ctrl+Z undoes.").format(path=path), 8000)
@@ -1246,6 +1258,29 @@ class MainWindow(QMainWindow):
     def resume_run(self, folder: str) -> bool:
         return self.open_run(folder, resume=True)
 
+    @Slot(str)
+    def compare_run(self, folder: str) -> bool:
+        """Overlay the validation curves of the run in ``folder`` on the Train page."""
+        from headswap_gui.core.errors import HeadswapError
+        from headswap_gui.core.run_manifest import read_manifest
+
+        try:
+            records = read_manifest(folder).get("epochs") or []
+        except HeadswapError as error:
+            self.show_error(self.tr("Cannot compare with the run"), str(error))
+            return False
+        if self.plots_view is None or not records:
+            return False
+        self.plots_view.set_comparison(
+            Path(folder).name, [r["epoch"] for r in records], [r["val_accuracy"] for r in records],
+            [r["val_loss"] for r in records],
+        )
+        self.tabs.setCurrentIndex(self._tab_keys.index(_TAB_TRAIN))
+        self.statusBar().showMessage(
+            self.tr("The dashed curves are run {name}'s validation accuracy and loss.").format(name=Path(folder).name), 10000
+        )
+        return True
+
     def _continue_run_restore_after_load(self, loaded: Any) -> None:
         pending = self._run_to_restore
         if pending is None or loaded is None or str(loaded.source) != pending["folder"]:
@@ -1436,7 +1471,7 @@ class MainWindow(QMainWindow):
         if not self._is_current("train"):
             return
         if not self._closing:
-            self.show_error(self.tr("Training stopped with an error"), _gui_wording(message))
+            self.show_error(self.tr("Training stopped with an error"), _with_hint(message, self._runners["train"].error))
 
     @Slot()
     def _on_train_runner_finished(self) -> None:
@@ -1650,28 +1685,33 @@ class MainWindow(QMainWindow):
 
     @Slot()
     def _update_actions(self, *_args: object) -> None:
-        training = self.is_training()
         busy = self.is_model_busy()
-        loading = self.is_loading()
-        loaded = self.controller.loaded
-        has_model = loaded is not None
-        edit_ok = has_model and not busy and not loading
-        self.open_model_action.setEnabled(not busy)
-        self.recent_menu.setEnabled(not busy)
-        self.replace_head_action.setEnabled(edit_ok and bool(self.controller.heads))
-        self.undo_action.setEnabled(edit_ok and self.undo_stack.canUndo())
-        self.redo_action.setEnabled(edit_ok and self.undo_stack.canRedo())
+        states = action_states(WorkbenchFacts(
+            has_model=self.controller.loaded is not None,
+            has_heads=bool(self.controller.heads),
+            has_data=self.training_panel is not None and self.dataset() is not None,
+            loading=self.is_loading(),
+            training=self.is_training(),
+            model_busy=busy,
+            can_undo=self.undo_stack.canUndo(),
+            can_redo=self.undo_stack.canRedo(),
+            has_run=bool(self._last_run_dir),
+            export_available=self.export_available(),
+        ))
+        self.open_model_action.setEnabled(states.open_model)
+        self.recent_menu.setEnabled(states.open_model)
+        self.replace_head_action.setEnabled(states.replace_head)
+        self.undo_action.setEnabled(states.undo)
+        self.redo_action.setEnabled(states.redo)
         undo_text = self.undo_stack.undoText()
         redo_text = self.undo_stack.redoText()
         self.undo_action.setText(self.tr("&Undo {what}").format(what=undo_text) if undo_text else self.tr("&Undo"))
         self.redo_action.setText(self.tr("&Redo {what}").format(what=redo_text) if redo_text else self.tr("&Redo"))
-        self.show_head_action.setEnabled(bool(self.controller.heads))
-        self.start_action.setEnabled(
-            has_model and not busy and not loading and self.training_panel is not None and self.dataset() is not None
-        )
-        self.stop_action.setEnabled(training)
-        self.save_run_action.setEnabled(bool(self._last_run_dir) and not training)
-        self.export_action.setEnabled(has_model and not busy and self.export_available())
+        self.show_head_action.setEnabled(states.show_head)
+        self.start_action.setEnabled(states.start_training)
+        self.stop_action.setEnabled(states.stop_training)
+        self.save_run_action.setEnabled(states.save_run)
+        self.export_action.setEnabled(states.export)
         self.model_panel.set_editing_enabled(not busy)
 
     @Slot()
@@ -1731,6 +1771,7 @@ class MainWindow(QMainWindow):
         self.shutdown()
         event.accept()
         super().closeEvent(event)
+        self.closed.emit()
 
     def shutdown(self, timeout_ms: int = _CLOSE_WAIT_MS) -> bool:
         """Stop every job of the window and wait for each (window close, ``aboutToQuit``)."""

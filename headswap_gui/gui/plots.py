@@ -305,6 +305,12 @@ class TrainingPlotsView(QWidget):
         for curve in (self._raw_curve, self._smooth_curve):
             curve.setDownsampling(auto=True, method="peak")
             curve.setClipToView(True)
+        # Another run's validation curves, for comparison (Runs page → Compare); hidden until set.
+        self._compare_acc_curve = pg.PlotDataItem(symbol="t", symbolSize=5)
+        self._compare_eloss_curve = pg.PlotDataItem(symbol="t", symbolSize=5)
+        for plot, curve in ((acc, self._compare_acc_curve), (eloss, self._compare_eloss_curve)):
+            plot.addItem(curve)
+        self._comparison: str | None = None
 
         self._best_lines = []
         for plot in (acc, eloss):
@@ -345,6 +351,10 @@ class TrainingPlotsView(QWidget):
                 for _sample, label in legend.items:  # setLabelTextColor does not re-render
                     label.setText(label.text, color=fg)
 
+            for curve in (self._compare_acc_curve, self._compare_eloss_curve):
+                curve.setPen(pg.mkPen(theme.raw_loss, width=2, style=Qt.PenStyle.DashLine))
+                curve.setSymbolPen(pg.mkPen(theme.raw_loss))
+                curve.setSymbolBrush(pg.mkBrush(theme.raw_loss))
             self._raw_curve.setPen(pg.mkPen(theme.raw_loss, width=1))
             self._smooth_curve.setPen(pg.mkPen(theme.loss, width=2))
             for curve, colour in (
@@ -495,6 +505,28 @@ class TrainingPlotsView(QWidget):
 
     def set_log_scale(self, enabled: bool) -> None:
         self._log_checkbox.setChecked(bool(enabled))
+
+    def set_comparison(self, name: str | None, epochs: Sequence[int], val_accuracy: Sequence[float],
+                       val_loss: Sequence[float]) -> None:
+        """Overlay another run's validation accuracy and loss per epoch (dashed), named
+        ``name`` in the legends; ``name=None`` removes the overlay."""
+        for legend, curve in ((self._acc_legend, self._compare_acc_curve), (self._eloss_legend, self._compare_eloss_curve)):
+            legend.removeItem(curve)
+        self._comparison = name
+        if name is None:
+            self._compare_acc_curve.setData([], [])
+            self._compare_eloss_curve.setData([], [])
+            return
+        x = np.asarray(epochs, dtype=float)
+        self._compare_acc_curve.setData(x, np.asarray(val_accuracy, dtype=float), connect="finite")
+        self._compare_eloss_curve.setData(x, np.asarray(val_loss, dtype=float), connect="finite")
+        self._acc_legend.addItem(self._compare_acc_curve, f"val ({name})")
+        self._eloss_legend.addItem(self._compare_eloss_curve, f"val ({name})")
+        self._apply_theme()
+
+    def comparison(self) -> tuple[str | None, int]:
+        """The compared run's name and how many epochs of it are drawn."""
+        return self._comparison, len(self._compare_acc_curve.xData) if self._compare_acc_curve.xData is not None else 0
 
     def step_count(self) -> int:
         return len(self._steps)

@@ -749,7 +749,7 @@ class ResultsPanel(QWidget):
         return self._thumbnails.is_busy()
 
     def shutdown(self, timeout_ms: int = 5000) -> bool:
-        return self._thumbnails.wait(timeout_ms)
+        return self._thumbnails.close(timeout_ms)
 
     # -- display ----------------------------------------------------------------------------
 

@@ -31,13 +31,15 @@ _FOLDER_ROLE = int(Qt.ItemDataRole.UserRole) + 1
 
 
 class RunsPanel(QWidget):
-    """A table of runs with Open, Resume and Refresh.
+    """A table of runs with Open, Resume, Compare and Refresh.
 
-    Signals: ``openRequested(str)`` and ``resumeRequested(str)`` carry a run folder.
+    Signals: ``openRequested(str)``, ``resumeRequested(str)`` and ``compareRequested(str)``
+    (overlay its curves on the Train page) carry a run folder.
     """
 
     openRequested = Signal(str)
     resumeRequested = Signal(str)
+    compareRequested = Signal(str)
 
     def __init__(self, parent: QWidget | None = None, root: str | os.PathLike[str] | None = None) -> None:
         super().__init__(parent)
@@ -68,7 +70,11 @@ class RunsPanel(QWidget):
 
         self.open_button = self._button("runsOpenButton", self.tr("&Open"), self.tr("Load this run's model, curves and results"))
         self.resume_button = self._button("runsResumeButton", self.tr("&Resume"), self.tr("Continue this run from its last finished epoch"))
+        self.compare_button = self._button(
+            "runsCompareButton", self.tr("&Compare"), self.tr("Draw this run's validation curves beside the current ones")
+        )
         self.refresh_button = self._button("runsRefreshButton", self.tr("Re&fresh"), self.tr("Read the runs folder again"))
+        self.compare_button.clicked.connect(self._on_compare_button_clicked)
         self.open_button.clicked.connect(self._on_open_button_clicked)
         self.resume_button.clicked.connect(self._on_resume_button_clicked)
         self.refresh_button.clicked.connect(self.refresh)
@@ -79,7 +85,7 @@ class RunsPanel(QWidget):
         self._empty.setWordWrap(True)
 
         buttons = QHBoxLayout()
-        for button in (self.open_button, self.resume_button):
+        for button in (self.open_button, self.resume_button, self.compare_button):
             buttons.addWidget(button)
         buttons.addStretch(1)
         buttons.addWidget(self.refresh_button)
@@ -155,12 +161,19 @@ class RunsPanel(QWidget):
         if folder and self.resume_button.isEnabled():
             self.resumeRequested.emit(folder)
 
+    @Slot()
+    def _on_compare_button_clicked(self) -> None:
+        folder = self.selected_folder()
+        if folder and self.compare_button.isEnabled():
+            self.compareRequested.emit(folder)
+
     def _update_buttons(self) -> None:
         folder = self.selected_folder()
         run = next((r for r in self._runs if r.folder == folder), None)
         idle = not self._busy
         self.open_button.setEnabled(idle and run is not None and run.status not in ("damaged", "running"))
         self.resume_button.setEnabled(idle and run is not None and run.status in RESUMABLE)
+        self.compare_button.setEnabled(run is not None and run.epochs_done > 0)
 
     def _button(self, name: str, text: str, tip: str) -> QPushButton:
         button = QPushButton(text, self)

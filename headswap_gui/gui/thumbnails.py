@@ -102,6 +102,7 @@ class ThumbnailLoader(QObject):
         self._size = int(size)
         self._cache: OrderedDict[str, Thumbnail] = OrderedDict()
         self._runners: list[GeneratorRunner] = []
+        self._closed = False
 
     def size(self) -> int:
         return self._size
@@ -110,7 +111,10 @@ class ThumbnailLoader(QObject):
         return self._cache.get(os.fspath(path))
 
     def load(self, paths: Iterable[str]) -> None:
-        """Queue ``paths``; cached ones are emitted immediately, the rest from a worker."""
+        """Queue ``paths``; cached ones are emitted immediately, the rest from a worker
+        (none after :meth:`close`)."""
+        if self._closed:
+            return
         wanted, seen, ready = [], set(), []
         for path in (os.fspath(p) for p in paths):
             if path in seen:
@@ -145,6 +149,12 @@ class ThumbnailLoader(QObject):
         """Stop and wait for every job (for shutdown); True when all ended in time."""
         self.cancel()
         return all([runner.wait(timeout_ms) for runner in list(self._runners)])
+
+    def close(self, timeout_ms: int = 5000) -> bool:
+        """Stop and wait for every job, and start no new one (window close: a result that
+        arrives while the window waits must not set off another job)."""
+        self._closed = True
+        return self.wait(timeout_ms)
 
     def clear_cache(self) -> None:
         self._cache.clear()

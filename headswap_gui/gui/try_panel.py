@@ -474,11 +474,12 @@ class TryPanel(QWidget):
 
     def shutdown(self, timeout_ms: int = 5000) -> bool:
         self._pending = []
-        ok = self._thumbnails.wait(timeout_ms)
+        self._thumbnails.cancel()
+        ok = True
         if self._runner is not None:
             self._runner.request_stop()
-            ok = self._runner.wait(timeout_ms) and ok
-        return ok
+            ok = self._runner.wait(timeout_ms)
+        return self._thumbnails.close(timeout_ms) and ok
 
     # -- jobs -------------------------------------------------------------------------------
 

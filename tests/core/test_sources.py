@@ -10,7 +10,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from headswap_gui.core.errors import NeedsArchitectureError, NeedsTrustError, SourceError
+from headswap_gui.core.errors import NeedsArchitectureError, NeedsTrustError, SourceError, WeightsNotCachedError
 from headswap_gui.core.heads import HeadSpec
 from headswap_gui.core.predict import predict_images
 from headswap_gui.core.runs import save_model_folder
@@ -52,7 +52,7 @@ def test_unknown_sources_are_explained():
 
 def test_uncached_pretrained_weights_ask_for_download(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(SourceError, match="--download"):
+    with pytest.raises(WeightsNotCachedError, match="not in the local torch cache"):
         load_model("torchvision:resnet18@DEFAULT")
     with pytest.raises(SourceError, match="IMAGENET1K_V1"):
         load_model("torchvision:resnet18@NOPE")

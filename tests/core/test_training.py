@@ -335,7 +335,7 @@ def test_bad_files_are_skipped_and_the_good_ones_train(tmp_path):
 def test_the_head_must_fit_the_classes(dataset):
     torch.manual_seed(0)
     loaded = sources.load_model("timm:test_efficientnet")  # 1000 outputs
-    with pytest.raises(HeadswapError, match="swap the head first"):
+    with pytest.raises(HeadswapError, match="swap the head for one with 3 outputs first"):
         fit(loaded, dataset, TrainConfig(**BASE), None)
     events = train(loaded, dataset, TrainConfig(**{**BASE, "epochs": 1}), head_spec=HeadSpec())
     assert any(isinstance(e, Note) and "replaced the head" in e.message for e in events)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before anything imports Qt
 
@@ -10,7 +11,7 @@ from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING, Iterator  # noqa: E402
 
 import pytest  # noqa: E402
-from PySide6.QtCore import QCoreApplication, QSettings  # noqa: E402
+from PySide6.QtCore import QCoreApplication, QSettings, QTimer  # noqa: E402
 
 from headswap_gui.gui.worker import running_runners  # noqa: E402
 
@@ -18,6 +19,34 @@ if TYPE_CHECKING:
     from headswap_gui.gui.main_window import MainWindow
 
 _GRACE_MS = 3000
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads_or_timers(qtbot, qapp) -> Iterator[None]:
+    """Fail any test that leaves a Python thread or an application-wide QTimer running
+    (runners are checked by ``_no_leaked_runners``; QThreads run only inside runners)."""
+    threads_before = set(threading.enumerate())
+    timers_before = {id(t) for t in qapp.findChildren(QTimer) if t.isActive()}
+    yield
+
+    def new_threads() -> list[threading.Thread]:
+        # QThreads that ran Python show up as _DummyThread entries forever; they are the
+        # runners' threads, which _no_leaked_runners checks.
+        return [
+            t for t in threading.enumerate()
+            if t not in threads_before and t.is_alive() and not isinstance(t, threading._DummyThread)
+        ]
+
+    if new_threads():
+        try:
+            qtbot.waitUntil(lambda: not new_threads(), timeout=_GRACE_MS)
+        except qtbot.TimeoutError:
+            pytest.fail(f"test left Python thread(s) running: {[t.name for t in new_threads()]}")
+    timers = [t for t in qapp.findChildren(QTimer) if t.isActive() and id(t) not in timers_before]
+    if timers:
+        for timer in timers:
+            timer.stop()
+        pytest.fail(f"test left application timer(s) running: {[t.objectName() or repr(t) for t in timers]}")
 
 
 @pytest.fixture(autouse=True)

@@ -55,5 +55,10 @@ def test_train_stop_reopen_in_a_new_window_and_resume(qtbot, window, colour_fold
         assert again.plots_view.epoch_count() == 30
         qtbot.waitUntil(lambda: not again.is_model_busy(), timeout=LOAD_MS)
         assert again.runs_panel.runs()[0].status == "completed"
+
+        assert again.runs_panel.select_folder(folder) and again.runs_panel.compare_button.isEnabled()
+        again.runs_panel.compare_button.click()  # its curves beside the current ones
+        assert again.plots_view.comparison() == (Path(folder).name, 30)
+        assert again.tabs.currentIndex() == 1
     finally:
         again.shutdown(10_000)

@@ -1,0 +1,75 @@
+"""The window's life: the entry point in-process, overlapping loads, and closing fast from
+any state with nothing left running."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from PySide6.QtCore import QTimer
+from torch import nn
+
+from headswap_gui import app as app_module
+from headswap_gui.core import training
+from headswap_gui.gui.worker import running_runners
+
+from test_jobs import colour_folder  # noqa: F401 - a fixture
+from test_main_window import LOAD_MS, TINY, load, open_folder
+
+ORIGINAL_REGISTER = nn.Module.register_parameter
+
+
+def test_the_entry_point_opens_the_window_loads_and_quits(qapp, isolated_settings, colour_folder):  # noqa: F811
+    before = set(qapp.topLevelWidgets())
+    deadline = time.monotonic() + LOAD_MS / 1000
+    seen: list[str] = []
+
+    def check() -> None:
+        windows = [w for w in qapp.topLevelWidgets() if w not in before and w.objectName() == "mainWindow"]
+        if not windows:
+            return
+        window = windows[0]
+        ready = window.controller.loaded is not None and window.dataset() is not None and not window.is_loading()
+        if ready:
+            seen.append(window.controller.loaded.source)
+        if ready or time.monotonic() > deadline:  # never hang the suite: close, and fail below
+            poll.stop()
+            window.close()  # the last window: main() returns
+
+    poll = QTimer()
+    poll.timeout.connect(check)
+    poll.start(50)
+    assert app_module.main([TINY, str(colour_folder)]) == 0
+    assert seen == [TINY]
+    assert not running_runners()
+
+
+def test_overlapping_loads_end_with_the_last_one_and_torch_untouched(qtbot, window):
+    for source in ("torchvision:resnet18", "timm:test_vit", TINY):
+        assert window.load_model(source)
+    qtbot.waitUntil(lambda: not any(r.objectName() == "loadRunner" for r in running_runners()), timeout=LOAD_MS)
+    assert window.controller.loaded.source == TINY
+    assert nn.Module.register_parameter is ORIGINAL_REGISTER
+    assert nn.Linear(4, 2).weight.device.type == "cpu"
+
+
+@pytest.mark.parametrize("state", ["scan", "load", "export", "training"])
+def test_close_from_any_state_is_quick_and_leaves_nothing_running(qtbot, window, colour_folder, tmp_path, state):  # noqa: F811
+    if state != "load":
+        load(qtbot, window, TINY)
+    if state == "scan":
+        window.open_data_folder(str(colour_folder))
+    elif state == "load":
+        window.load_model(TINY)
+    elif state == "export":
+        window.export_model(("onnx", str(tmp_path / "m.onnx")))
+    else:
+        open_folder(qtbot, window, colour_folder)
+        window.start_training(training.TrainConfig(epochs=500, batch_size=2, image_size=32, device="cpu",
+                                                   cache_features="off", freeze="full"))
+        qtbot.waitUntil(lambda: window.plots_view.step_count() > 0, timeout=LOAD_MS)
+    started = time.monotonic()
+    assert window.close()
+    seconds = time.monotonic() - started
+    assert seconds < 2.0, f"closing during {state} took {seconds:.2f} s"
+    assert not running_runners(), [(r.objectName(), r.parent()) for r in running_runners()]
