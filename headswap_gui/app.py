@@ -121,6 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     QTimer.singleShot(0, lambda: window.start_up(demo=args.demo, model=args.model, data=args.data))
+    if existing is None:
+        # Python's cyclic garbage collector runs in whichever thread happens to allocate; if
+        # that is a worker thread and the garbage holds Qt objects, Qt crashes. For the life of
+        # the app, collect on a GUI-thread timer instead (pyqtgraph's own remedy).
+        from pyqtgraph.util.garbage_collector import GarbageCollector
+
+        window.garbage_collector = GarbageCollector(interval=1.0)
     restore = _quit_on_signals(app, window, owned=existing is None)
     try:
         if existing is None:
@@ -133,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         window.closed.connect(loop.quit)
         loop.exec()
         on_quit()
+        window.deleteLater()  # on this (the GUI) thread, not whenever a collector finds it
         return 0
     finally:
         restore()  # main() may run again in this process (tests): leave no handler or timer behind

@@ -22,7 +22,6 @@ class WorkbenchFacts:
     can_undo: bool = False
     can_redo: bool = False
     has_run: bool = False  # a run folder to save a copy of
-    export_available: bool = True
 
 
 @dataclass(frozen=True)
@@ -50,5 +49,5 @@ def action_states(f: WorkbenchFacts) -> ActionStates:
         start_training=edit_ok and f.has_data,
         stop_training=f.training,
         save_run=f.has_run and not f.training,
-        export=f.has_model and not f.model_busy and f.export_available,
+        export=f.has_model and not f.model_busy,
     )

@@ -15,7 +15,6 @@ imports the heavy modules on a worker thread and builds the real pages when that
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import threading
 from dataclasses import dataclass
@@ -288,8 +287,9 @@ def _evaluation_events(
 def _export_events(loaded: Any, fmt: str, path: str, images: list[str]) -> Callable[[threading.Event], Iterator[object]]:
     def events(stop: threading.Event) -> Iterator[object]:
         yield LoadStage(f"Exporting {fmt} to {path} and checking it against PyTorch…")
-        export = importlib.import_module("headswap_gui.core.export")
-        yield _Done(export.export_model(loaded, fmt, path, images or None))
+        from headswap_gui.core.export import export_model
+
+        yield _Done(export_model(loaded, fmt, path, images or None))
 
     return events
 
@@ -596,40 +596,39 @@ class MainWindow(QMainWindow):
 
         prepare_qt_environment()
         current = self.tabs.currentIndex()
-        self.data_panel = self._make_panel("headswap_gui.gui.data_panel", "DataPanel")
-        self.training_panel = self._make_panel("headswap_gui.gui.training_panel", "TrainingPanel")
-        self.plots_view = self._make_panel("headswap_gui.gui.plots", "TrainingPlotsView")
-        self.results_panel = self._make_panel("headswap_gui.gui.results_panel", "ResultsPanel")
-        self.try_panel = self._make_panel("headswap_gui.gui.try_panel", "TryPanel")
-        if self.try_panel is not None:
-            self.try_panel.model_lease = self.model_lease
+        # Imported here, not at the top: they pull in torch and pyqtgraph, which the first paint
+        # must not wait for. Plain import statements, so a bundler sees every page.
+        from headswap_gui.gui.data_panel import DataPanel
+        from headswap_gui.gui.plots import TrainingPlotsView
+        from headswap_gui.gui.results_panel import ResultsPanel
         from headswap_gui.gui.runs_panel import RunsPanel
+        from headswap_gui.gui.training_panel import TrainingPanel
+        from headswap_gui.gui.try_panel import TryPanel
+
+        self.data_panel = self._named(DataPanel(self))
+        self.training_panel = self._named(TrainingPanel(self))
+        self.plots_view = self._named(TrainingPlotsView(self))
+        self.results_panel = self._named(ResultsPanel(self))
+        self.try_panel = self._named(TryPanel(self))
+        self.try_panel.model_lease = self.model_lease
 
         self.runs_panel = RunsPanel(self, root=self._runs_root)
 
-        train_page: QWidget
-        if self.training_panel is not None or self.plots_view is not None:
-            # Stacked: the form lays its two setting groups side by side at this width, and
-            # the plots get the page's full width.
-            self.train_splitter = QSplitter(Qt.Orientation.Vertical)
-            self.train_splitter.setObjectName("trainSplitter")
-            if self.training_panel is not None:
-                self.train_splitter.addWidget(self.training_panel)  # scrolls its own form
-            if self.plots_view is not None:
-                self.train_splitter.addWidget(_scrollable(self.plots_view))
-            self.train_splitter.setChildrenCollapsible(False)
-            if self.train_splitter.count() == 2:
-                self.train_splitter.setStretchFactor(0, 0)
-                self.train_splitter.setStretchFactor(1, 1)
-                self.train_splitter.setSizes([400, 420])
-            train_page = self.train_splitter
-        else:
-            train_page = self._placeholder(self.tr("The training page is not available in this build."))
+        # Stacked: the form lays its two setting groups side by side at this width, and the
+        # plots get the page's full width.
+        self.train_splitter = QSplitter(Qt.Orientation.Vertical)
+        self.train_splitter.setObjectName("trainSplitter")
+        self.train_splitter.addWidget(self.training_panel)  # scrolls its own form
+        self.train_splitter.addWidget(_scrollable(self.plots_view))
+        self.train_splitter.setChildrenCollapsible(False)
+        self.train_splitter.setStretchFactor(0, 0)
+        self.train_splitter.setStretchFactor(1, 1)
+        self.train_splitter.setSizes([400, 420])
         pages = {
-            _TAB_DATA: self.data_panel or self._placeholder(self.tr("The data page is not available.")),
-            _TAB_TRAIN: train_page,
-            _TAB_RESULTS: self.results_panel or self._placeholder(self.tr("The results page is not available.")),
-            _TAB_TRY: self.try_panel or self._placeholder(self.tr("The Try it page is not available.")),
+            _TAB_DATA: self.data_panel,
+            _TAB_TRAIN: self.train_splitter,
+            _TAB_RESULTS: self.results_panel,
+            _TAB_TRY: self.try_panel,
             _TAB_RUNS: self.runs_panel,
         }
         titles = [self.tabs.tabText(i) for i in range(self.tabs.count())]
@@ -658,21 +657,16 @@ class MainWindow(QMainWindow):
             job()
         self.panelsReady.emit()
 
-    def _make_panel(self, module_name: str, class_name: str) -> Any:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            return None
-        panel = getattr(module, class_name)(self)
+    def _named(self, panel: Any) -> Any:
+        name = type(panel).__name__
         if not panel.objectName():
-            panel.setObjectName(class_name[0].lower() + class_name[1:])
+            panel.setObjectName(name[0].lower() + name[1:])
         return panel
 
     def _connect_panels(self) -> None:
         if self.data_panel is not None:
             self.data_panel.datasetChanged.connect(self._on_data_panel_datasetChanged)
-            if hasattr(self.data_panel, "scanFailed"):
-                self.data_panel.scanFailed.connect(self._on_data_panel_scanFailed)
+            self.data_panel.scanFailed.connect(self._on_data_panel_scanFailed)
         if self.training_panel is not None:
             self.training_panel.startRequested.connect(self.start_training)
             self.training_panel.stopRequested.connect(self.stop_training)
@@ -780,10 +774,7 @@ class MainWindow(QMainWindow):
     def _show_demo_data(self, info: Any) -> None:
         if self.data_panel is None:
             return
-        if hasattr(self.data_panel, "set_dataset"):
-            self.data_panel.set_dataset(info)
-        else:
-            self.data_panel.load_folder(info.root)
+        self.data_panel.set_dataset(info)
         self.demoDataReady.emit(info)
         self.statusBar().showMessage(
             self.tr("Demo ready: the digits images are loaded. Press Start on the Train page (Ctrl+Return)."), 15000
@@ -937,9 +928,9 @@ class MainWindow(QMainWindow):
 
     def _give_model_to_try_panel(self) -> None:
         loaded = self.controller.loaded
-        if self.try_panel is not None and hasattr(self.try_panel, "set_model"):
+        if self.try_panel is not None:
             self.try_panel.set_model(loaded)
-        if loaded is not None and self.training_panel is not None and hasattr(self.training_panel, "set_model_input_size"):
+        if loaded is not None and self.training_panel is not None:
             self.training_panel.set_model_input_size(loaded.preprocessing.input_size)
 
     # ================================================================== heads =============
@@ -1139,11 +1130,7 @@ class MainWindow(QMainWindow):
             panel = self.try_panel
             if panel is None:
                 return
-            for name in ("add_images", "predict_files", "load_images", "set_images", "open_images"):
-                method = getattr(panel, name, None)
-                if callable(method):
-                    method(list(images))
-                    return
+            panel.add_images(list(images))
 
         self._when_panels_ready(send)
 
@@ -1184,24 +1171,18 @@ class MainWindow(QMainWindow):
             panel = self.training_panel
             if panel is None:
                 return
+            from headswap_gui.core.errors import HeadswapError
             from headswap_gui.core.training import TrainConfig
 
-            base = {}
-            getter = next((getattr(panel, n) for n in ("config", "current_config", "train_config") if callable(getattr(panel, n, None))), None)
-            if getter is not None:
-                try:
-                    base = getter().to_dict()
-                except Exception:  # noqa: BLE001 - an invalid form: start from the defaults
-                    base = {}
+            try:
+                base = panel.config().to_dict()
+            except HeadswapError:  # an invalid form: start from the defaults
+                base = {}
             try:
                 config = TrainConfig.from_dict({**base, **values})
-            except Exception:  # noqa: BLE001 - stale or invalid settings are ignored
+            except (HeadswapError, TypeError, ValueError):  # stale or invalid saved settings are ignored
                 return
-            for name in ("set_config", "setConfig", "load_config"):
-                setter = getattr(panel, name, None)
-                if callable(setter):
-                    setter(config)
-                    return
+            panel.set_config(config)
 
         self._when_panels_ready(apply)
 
@@ -1214,11 +1195,7 @@ class MainWindow(QMainWindow):
         panel = self.training_panel
         if panel is None:
             return None
-        for name in ("config", "current_config", "train_config"):
-            getter = getattr(panel, name, None)
-            if callable(getter):
-                return getter()
-        return None
+        return panel.config()
 
     @Slot()
     def _on_start_action_triggered(self) -> None:
@@ -1419,12 +1396,12 @@ class MainWindow(QMainWindow):
         return new_run_folder(self._runs_root)  # None: the runs folder the CLI lists too
 
     def _set_training_ui(self, running: bool) -> None:
-        if self.training_panel is not None and hasattr(self.training_panel, "set_running"):
+        if self.training_panel is not None:
             self.training_panel.set_running(running)
         self.model_panel.set_editing_enabled(not running)
         self.model_panel.set_training(running)
         if self.try_panel is not None:
-            if running and hasattr(self.try_panel, "set_model"):
+            if running:
                 self.try_panel.set_model(None)  # the worker owns the model now
             self.try_panel.setEnabled(not running)
         if self.data_panel is not None:
@@ -1590,17 +1567,10 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(self.tr("Run saved to {path}; open it as a model to continue.").format(path=target), 10000)
         return target
 
-    @staticmethod
-    def export_available() -> bool:
-        try:
-            return importlib.util.find_spec("headswap_gui.core.export") is not None
-        except (ImportError, ValueError):
-            return False
-
     @Slot()
     def _on_export_action_triggered(self) -> None:
         loaded = self.controller.loaded
-        if loaded is None or not self.export_available() or self.is_model_busy():
+        if loaded is None or self.is_model_busy():
             return
         self.export_model(None)
 
@@ -1608,7 +1578,7 @@ class MainWindow(QMainWindow):
         """Export the model as ``(format, path)`` (asked for when ``None``) on a worker thread;
         the parity check runs on validation images of the last evaluation when there are any."""
         loaded = self.controller.loaded
-        if loaded is None or not self.export_available() or self.is_model_busy():
+        if loaded is None or self.is_model_busy():
             return False
         if answer is None:
             run = Path(self._last_run_dir).name if self._last_run_dir else ""
@@ -1696,7 +1666,6 @@ class MainWindow(QMainWindow):
             can_undo=self.undo_stack.canUndo(),
             can_redo=self.undo_stack.canRedo(),
             has_run=bool(self._last_run_dir),
-            export_available=self.export_available(),
         ))
         self.open_model_action.setEnabled(states.open_model)
         self.recent_menu.setEnabled(states.open_model)
@@ -1780,13 +1749,9 @@ class MainWindow(QMainWindow):
             runner.request_stop()
         runners = [r for r in self._runners.values() if r.is_running()]
         ok = all([runner.wait(timeout_ms) for runner in runners])
-        for panel in (self.data_panel, self.results_panel, self.try_panel, self.model_panel, self.training_panel):
-            stop = getattr(panel, "shutdown", None) if panel is not None else None
-            if callable(stop):
-                try:
-                    ok = bool(stop(timeout_ms)) and ok
-                except TypeError:
-                    ok = bool(stop()) and ok
+        for panel in (self.data_panel, self.results_panel, self.try_panel, self.model_panel):
+            if panel is not None:
+                ok = panel.shutdown(timeout_ms) and ok
         return ok
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 
@@ -11,7 +12,7 @@ from pathlib import Path  # noqa: E402
 from typing import TYPE_CHECKING, Iterator  # noqa: E402
 
 import pytest  # noqa: E402
-from PySide6.QtCore import QCoreApplication, QSettings, QTimer  # noqa: E402
+from PySide6.QtCore import QCoreApplication, QEvent, QSettings, QTimer  # noqa: E402
 
 from headswap_gui.gui.worker import running_runners  # noqa: E402
 
@@ -19,6 +20,17 @@ if TYPE_CHECKING:
     from headswap_gui.gui.main_window import MainWindow
 
 _GRACE_MS = 3000
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_on_the_gui_thread(qtbot) -> Iterator[None]:
+    """Collect a test's cyclic garbage (windows, panels, their lambdas) here, on the GUI
+    thread. Left to the automatic collector it can be freed later on a worker thread of
+    another test, which destroys Qt objects off their thread and crashes (seen as a
+    segfault in a training thread). The app itself collects on a GUI timer (app.main)."""
+    yield
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)  # deleteLater first
+    gc.collect()
 
 
 @pytest.fixture(autouse=True)

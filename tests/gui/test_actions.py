@@ -23,7 +23,6 @@ TABLE = [
     (WorkbenchFacts(**READY, model_busy=True, has_run=True),                (0,   0,   0,   0,   1,   0,    0,   1,   0)),
     (WorkbenchFacts(**READY, has_run=True),                                 (1,   1,   0,   0,   1,   1,    0,   1,   1)),
     (WorkbenchFacts(has_model=True, has_heads=False, has_data=True),        (1,   0,   0,   0,   0,   1,    0,   0,   1)),
-    (WorkbenchFacts(**READY, export_available=False),                       (1,   1,   0,   0,   1,   1,    0,   0,   0)),
 ]
 
 
