@@ -48,6 +48,7 @@ from headswap_gui.gui.actions import WorkbenchFacts, action_states
 from headswap_gui.gui.commands import ModelController, SetHeadsCommand, SwapHeadCommand
 from headswap_gui.gui.jobs import ModelLease, leased
 from headswap_gui.gui.model_panel import ModelPanel
+from headswap_gui.gui.run_controller import RunController
 from headswap_gui.gui.settings import AppSettings
 from headswap_gui.gui.worker import GeneratorRunner, running_runners
 
@@ -409,7 +410,7 @@ class MainWindow(QMainWindow):
         self.results_panel: Any = None
         self.try_panel: Any = None
         self.runs_panel: Any = None
-        self._run_to_restore: dict[str, Any] | None = None  # a run being reopened: {folder, manifest, resume}
+        self.runs = RunController(self)  # reopening, resuming and comparing saved runs
         self._drop_router = _DropRouter(self)
 
         self._build_actions()
@@ -907,7 +908,7 @@ class MainWindow(QMainWindow):
         if source in self.settings.recent_models() and (os.sep in source or "/" in source) and not os.path.exists(source):
             self.model_panel.set_recent_models(self.settings.remove_recent_model(source))  # moved or deleted
             self._update_recent_menu()
-        self._run_to_restore = None
+        self.runs.load_failed()
         self.model_panel.set_status(self.tr("Could not load {source}.").format(source=source))
         self.show_error(self.tr("Could not load the model"), _with_hint(message, error))
         self.modelLoadFailed.emit(message)
@@ -919,8 +920,7 @@ class MainWindow(QMainWindow):
         self.model_panel.set_busy(None)
         self.busyChanged.emit(False)
         self._update_actions()
-        if self._run_to_restore is not None:  # after the load job has ended: a resume may start now
-            self._continue_run_restore_after_load(self.controller.loaded)
+        self.runs.model_loaded(self.controller.loaded)  # after the load job has ended: a resume may start now
 
     @Slot(str, bool)
     def _on_model_panel_loadRequested(self, source: str, download: bool) -> None:
@@ -1064,7 +1064,7 @@ class MainWindow(QMainWindow):
                                    "classes (or choose a design with Ctrl+H)").format(m=head, n=n)
             self.statusBar().showMessage(message, 10000)
         self._update_actions()
-        self._continue_run_restore_after_scan(info)
+        self.runs.dataset_ready(info)
 
     @Slot(str)
     def _on_data_panel_scanFailed(self, message: str) -> None:
@@ -1213,107 +1213,26 @@ class MainWindow(QMainWindow):
 
     # ================================================================== runs ==============
 
-    @Slot(str)
-    def open_run(self, folder: str, *, resume: bool = False) -> bool:
-        """Reopen a saved run: its model, then its curves and image folder, then its results
-        (the validation split evaluated again); with ``resume``, continue training it instead."""
-        from headswap_gui.core.errors import HeadswapError
-        from headswap_gui.core.run_manifest import read_manifest
+    def set_last_run_dir(self, folder: str | None) -> None:
+        """The run the window shows now (Save run as… copies it)."""
+        self._last_run_dir = folder
+        self._update_actions()
 
-        try:
-            manifest = read_manifest(folder)
-        except HeadswapError as error:
-            self.show_error(self.tr("Cannot open the run"), str(error))
-            return False
-        self._run_to_restore = {"folder": str(folder), "manifest": manifest, "resume": resume}
-        if not self.load_model(str(folder)):
-            self._run_to_restore = None
-            return False
-        return True
+    def show_page(self, key: str) -> None:
+        """Bring a page to the front: "data", "train", "results", "try" or "runs"."""
+        self.tabs.setCurrentIndex(self._tab_keys.index(key))
+
+    @Slot(str)
+    def open_run(self, folder: str) -> bool:
+        return self.runs.open(folder)
 
     @Slot(str)
     def resume_run(self, folder: str) -> bool:
-        return self.open_run(folder, resume=True)
+        return self.runs.open(folder, resume=True)
 
     @Slot(str)
     def compare_run(self, folder: str) -> bool:
-        """Overlay the validation curves of the run in ``folder`` on the Train page."""
-        from headswap_gui.core.errors import HeadswapError
-        from headswap_gui.core.run_manifest import read_manifest
-
-        try:
-            records = read_manifest(folder).get("epochs") or []
-        except HeadswapError as error:
-            self.show_error(self.tr("Cannot compare with the run"), str(error))
-            return False
-        if self.plots_view is None or not records:
-            return False
-        self.plots_view.set_comparison(
-            Path(folder).name, [r["epoch"] for r in records], [r["val_accuracy"] for r in records],
-            [r["val_loss"] for r in records],
-        )
-        self.tabs.setCurrentIndex(self._tab_keys.index(_TAB_TRAIN))
-        self.statusBar().showMessage(
-            self.tr("The dashed curves are run {name}'s validation accuracy and loss.").format(name=Path(folder).name), 10000
-        )
-        return True
-
-    def _continue_run_restore_after_load(self, loaded: Any) -> None:
-        pending = self._run_to_restore
-        if pending is None or loaded is None or str(loaded.source) != pending["folder"]:
-            self._run_to_restore = None
-            return
-        from headswap_gui.core.events import EpochMetrics
-        from headswap_gui.core.training import TrainConfig
-
-        manifest = pending["manifest"]
-        config = TrainConfig.from_dict(manifest.get("training") or {})
-        pending["config"] = config
-        self._last_run_dir = pending["folder"]
-        if self.training_panel is not None:
-            self.training_panel.set_config(config)
-        if self.plots_view is not None:
-            self.plots_view.clear()
-            records = manifest.get("epochs") or []
-            self.plots_view.add_events(
-                EpochMetrics(
-                    epoch=int(r["epoch"]), epochs=config.epochs, train_loss=r["train_loss"],
-                    train_accuracy=r["train_accuracy"], val_loss=r["val_loss"], val_accuracy=r["val_accuracy"],
-                    lr=r["lr"], images_per_second=r.get("images_per_second", 0.0), seconds=r.get("seconds", 0.0),
-                    eta_seconds=0.0, is_best=bool(r.get("is_best")),
-                )
-                for r in records
-            )
-        root = manifest.get("dataset_root")
-        if root and Path(root).is_dir() and self.data_panel is not None:
-            current = self.dataset()
-            if current is not None and Path(current.root) == Path(root):
-                self._continue_run_restore_after_scan(current)
-            else:
-                self.open_data_folder(root)
-        else:
-            self._run_to_restore = None
-            self.statusBar().showMessage(
-                self.tr("Opened the run's model and curves; its image folder {root} is not there, so the results "
-                        "cannot be recomputed.").format(root=root or "?"), 15000,
-            )
-
-    def _continue_run_restore_after_scan(self, info: Any) -> None:
-        pending = self._run_to_restore
-        if pending is None or info is None or "config" not in pending:
-            return
-        if Path(info.root) != Path(pending["manifest"].get("dataset_root") or ""):
-            return
-        self._run_to_restore = None
-        if pending["resume"]:
-            self.start_training(pending["config"], run_dir=Path(pending["folder"]), resume=True)
-        else:
-            self._train_config, self._train_dataset = pending["config"], info
-            self.evaluate_model(pending["config"], info)
-            self.statusBar().showMessage(
-                self.tr("Opened run {name}: model, curves and (being computed) results.").format(
-                    name=Path(pending["folder"]).name), 10000,
-            )
+        return self.runs.compare(folder)
 
     def start_training(self, config: Any, *, run_dir: Path | None = None, resume: bool = False) -> bool:
         """Train the loaded model on the loaded image folder with ``config`` (a TrainConfig);
@@ -1487,6 +1406,7 @@ class MainWindow(QMainWindow):
         loaded = self.controller.loaded
         if loaded is None:
             return
+        self._train_config, self._train_dataset = config, dataset  # what the results describe
         runner = self._start_runner(
             "eval", leased(self.model_lease, "evaluate", _evaluation_events(loaded, dataset, config, self.controller.version)), stop_grace_s=0.0
         )
