@@ -65,6 +65,7 @@ class ModelController(QObject):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._version = 0
+        self._trained_heads: set[int] = set()  # ids of head modules that hold trained weights
         self._loaded: LoadedModel | None = None
         self._heads: tuple[HeadInfo, ...] = ()
         self._shapes: dict[str, tuple[int, ...]] = {}
@@ -99,6 +100,18 @@ class ModelController(QObject):
         self._version += 1
         self.versionChanged.emit(self._version, reason)
 
+    def mark_heads_trained(self) -> None:
+        """The current head modules hold trained weights (a finished run, or a run folder)."""
+        if self._loaded is not None:
+            self._trained_heads |= {id(self._loaded.model.get_submodule(h.path)) for h in self._heads}
+
+    def head_is_trained(self) -> bool:
+        """Whether a current head is one that was trained; undo brings such a module back, so
+        this is by module identity, not by the last action."""
+        if self._loaded is None:
+            return False
+        return any(id(self._loaded.model.get_submodule(h.path)) in self._trained_heads for h in self._heads)
+
     def main_head(self) -> HeadInfo | None:
         return next((h for h in self._heads if h.role == "main"), self._heads[0] if self._heads else None)
 
@@ -126,6 +139,9 @@ class ModelController(QObject):
         self._heads = tuple(heads)
         self._shapes = dict(output_shapes or {})
         self._tree = None
+        self._trained_heads = set()
+        if loaded is not None and loaded.metadata.get("epochs"):
+            self._trained_heads = {id(loaded.model.get_submodule(h.path)) for h in self._heads}  # a run folder
         self.modelChanged.emit(loaded)
         self.bump_version("another model was loaded")
         self.headsChanged.emit(self._heads)

@@ -61,6 +61,7 @@ __all__ = [
     "DEMO_TRAIN_SETTINGS",
     "MainWindow",
     "ModelLoadResult",
+    "ReplaceTrainedHeadQuestion",
     "SaveRunPrompt",
     "StopTrainingQuestion",
     "TrustPrompt",
@@ -97,6 +98,22 @@ _TAB_DATA, _TAB_TRAIN, _TAB_RESULTS, _TAB_TRY, _TAB_RUNS = "data", "train", "res
 
 
 # -- questions the window asks (tests replace ``ask``) --------------------------------------------
+
+
+class ReplaceTrainedHeadQuestion:
+    """The head was trained here (or comes from a run): replace it anyway?"""
+
+    @classmethod
+    def ask(cls, parent: QWidget | None) -> bool:
+        answer = QMessageBox.question(
+            parent,
+            parent.tr("Replace the trained head?") if parent else "Replace the trained head?",
+            "This head has been trained. A new head starts from random weights.\n\n"
+            "Edit ▸ Undo brings the trained head back, and its run folder keeps it either way.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
 
 
 class StopTrainingQuestion:
@@ -978,6 +995,8 @@ class MainWindow(QMainWindow):
         new weights come from ``seed`` (default: the Train page's Seed), as in the CLI."""
         if not self._can_edit_model():
             return False
+        if self.controller.head_is_trained() and not ReplaceTrainedHeadQuestion.ask(self):
+            return False
         if seed is None and self.training_panel is not None:
             seed = self.training_panel.seed()
         command = SwapHeadCommand(self.controller, num_classes, spec, class_names, text=text, seed=seed)
@@ -1383,6 +1402,7 @@ class MainWindow(QMainWindow):
         config = self._train_config
         if finished is not None and finished.best_epoch is not None:
             self.controller.bump_version(f"run {Path(finished.run_dir or '').name} trained it")
+            self.controller.mark_heads_trained()
         if (
             loaded is not None and finished is not None and finished.best_epoch is not None
             and config is not None and config.image_size

@@ -118,11 +118,12 @@ def window(qtbot, isolated_settings, tmp_path, monkeypatch) -> Iterator["MainWin
     """The real main window with every page built, private settings and run folder, shown."""
     from PySide6.QtWidgets import QMessageBox
 
-    from headswap_gui.gui.main_window import MainWindow, StopTrainingQuestion
+    from headswap_gui.gui.main_window import MainWindow, ReplaceTrainedHeadQuestion, StopTrainingQuestion
     from headswap_gui.gui.settings import AppSettings
 
     # A failing test may leave training running; closing must then never wait on a modal question.
     monkeypatch.setattr(StopTrainingQuestion, "ask", classmethod(lambda cls, parent: True))
+    monkeypatch.setattr(ReplaceTrainedHeadQuestion, "ask", classmethod(lambda cls, parent: True))  # tests say no
     win = MainWindow(settings=AppSettings(), runs_root=tmp_path / "runs")
     win.demo_data_dir = str(tmp_path / "digits")
     qtbot.addWidget(win)

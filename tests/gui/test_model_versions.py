@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from headswap_gui.core import training
 from headswap_gui.core.heads import HeadSpec
+from headswap_gui.gui.main_window import ReplaceTrainedHeadQuestion
 
 from test_jobs import colour_folder  # noqa: F401 - a fixture
 from test_main_window import LOAD_MS, TINY, load, open_folder
 
 
-def test_results_are_marked_stale_after_a_head_swap_and_during_a_new_run(qtbot, window, colour_folder):  # noqa: F811
+def test_results_are_marked_stale_after_a_head_swap_and_during_a_new_run(qtbot, window, colour_folder, monkeypatch):  # noqa: F811
     load(qtbot, window, TINY)
     open_folder(qtbot, window, colour_folder)
     config = training.TrainConfig(epochs=1, batch_size=2, image_size=32, device="cpu", val_fraction=0.34)
@@ -19,12 +20,19 @@ def test_results_are_marked_stale_after_a_head_swap_and_during_a_new_run(qtbot, 
     panel = window.results_panel
     assert panel.has_results() and not panel.is_stale()
 
+    asked: list[bool] = []
+    monkeypatch.setattr(ReplaceTrainedHeadQuestion, "ask", classmethod(lambda cls, parent: asked.append(False) or False))
+    trained = window.controller.loaded.model.get_submodule("classifier")
+    assert not window.replace_head(HeadSpec("mlp", (8,)), 2, ("cats", "dogs"))  # "No": the trained head stays
+    assert asked == [False] and window.controller.loaded.model.get_submodule("classifier") is trained
+    monkeypatch.setattr(ReplaceTrainedHeadQuestion, "ask", classmethod(lambda cls, parent: asked.append(True) or True))
     assert window.replace_head(HeadSpec("mlp", (8,)), 2, ("cats", "dogs"))
     assert panel.has_results() and panel.is_stale()
     assert "the head was replaced" in panel.findChild(type(panel._stale_label), "resultsStaleLabel").text()
 
     window.undo_action.trigger()  # another change of the model: still not what the results saw
-    assert panel.is_stale()
+    assert panel.is_stale() and window.controller.loaded.model.get_submodule("classifier") is trained
+    assert window.controller.head_is_trained()  # undo brought the trained head back: asking again
 
     with qtbot.waitSignal(window.resultsReady, timeout=LOAD_MS):
         assert window.start_training(config)
