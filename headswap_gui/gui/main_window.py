@@ -100,20 +100,25 @@ _TAB_DATA, _TAB_TRAIN, _TAB_RESULTS, _TAB_TRY, _TAB_RUNS = "data", "train", "res
 # -- questions the window asks (tests replace ``ask``) --------------------------------------------
 
 
+def _yes_or_no(parent: QWidget | None, title: str, text: str) -> bool:
+    """A Yes/No question whose safe answer, No, is the default."""
+    answer = QMessageBox.question(
+        parent, parent.tr(title) if parent else title, text,
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No,
+    )
+    return answer == QMessageBox.StandardButton.Yes
+
+
 class ReplaceTrainedHeadQuestion:
     """The head was trained here (or comes from a run): replace it anyway?"""
 
     @classmethod
     def ask(cls, parent: QWidget | None) -> bool:
-        answer = QMessageBox.question(
-            parent,
-            parent.tr("Replace the trained head?") if parent else "Replace the trained head?",
+        return _yes_or_no(
+            parent, "Replace the trained head?",
             "This head has been trained. A new head starts from random weights.\n\n"
             "Edit ▸ Undo brings the trained head back, and its run folder keeps it either way.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            QMessageBox.StandardButton.No,
         )
-        return answer == QMessageBox.StandardButton.Yes
 
 
 class StopTrainingQuestion:
@@ -121,15 +126,11 @@ class StopTrainingQuestion:
 
     @classmethod
     def ask(cls, parent: QWidget | None) -> bool:
-        answer = QMessageBox.question(
-            parent,
-            parent.tr("Training is running") if parent else "Training is running",
+        return _yes_or_no(
+            parent, "Training is running",
             "Training is still running. Stop it and close the window?\n\n"
             "The best epoch so far is already saved in the run folder.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            QMessageBox.StandardButton.No,
         )
-        return answer == QMessageBox.StandardButton.Yes
 
 
 class ArchitecturePrompt:
