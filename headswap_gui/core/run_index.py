@@ -64,7 +64,7 @@ def summarize_run(folder: str | os.PathLike[str]) -> RunSummary | None:
     """The summary of the run in ``folder``; None when it holds no training run."""
     folder = Path(folder)
     try:
-        manifest = read_manifest(folder)
+        manifest = read_manifest(folder, check_split=False)  # the list shows no image paths
     except RunFolderError as error:
         return RunSummary(str(folder), "damaged", None, None, None, (), 0, None, None, None, str(error))
     if manifest_kind(manifest) != KIND_TRAINING_RUN:

@@ -31,7 +31,7 @@ KIND_MODEL = "model"
 KIND_TRAINING_RUN = "training-run"
 FINISH_REASONS = ("completed", "early-stopped", "stopped", "diverged", "failed")
 
-_WEIGHT_FILE = re.compile(r"^(model|last)(-e\d{4,9})?\.safetensors$")
+_WEIGHT_FILE = re.compile(r"^(model|last)(?P<epoch>-e\d{4,9})?\.safetensors$")
 
 
 def weights_file_name(epoch: int) -> str:
@@ -48,8 +48,17 @@ def is_weight_file_name(name: str) -> bool:
     return bool(_WEIGHT_FILE.match(name))
 
 
-def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
-    """The folder's validated manifest; an empty dict when it has none.
+def is_write_once_file_name(name: str) -> bool:
+    """A name from :func:`weights_file_name` / :func:`checkpoint_file_name`: only headswap
+    makes these, so one that no manifest names is an interrupted write, safe to remove."""
+    match = _WEIGHT_FILE.match(name)
+    return bool(match and match.group("epoch"))
+
+
+def read_manifest(folder: str | os.PathLike[str], *, check_split: bool = True) -> dict[str, Any]:
+    """The folder's validated manifest; an empty dict when it has none. ``check_split=False``
+    skips the per-image rows of the recorded split (a run list never opens them, and 20,000
+    rows cost a third of a second); everything that loads or resumes a run checks them.
 
     Raises :class:`RunFolderError` naming the file and the field when it is damaged.
     """
@@ -66,7 +75,7 @@ def read_manifest(folder: str | os.PathLike[str]) -> dict[str, Any]:
         from .errors import describe_os_error
 
         raise RunFolderError(f"cannot read {path}: {describe_os_error(error)}") from error
-    validate_manifest(data, path)
+    validate_manifest(data, path, check_split=check_split)
     return data
 
 
@@ -102,7 +111,7 @@ def referenced_files(manifest: dict[str, Any]) -> set[str]:
     return names
 
 
-def validate_manifest(data: Any, path: Path) -> None:
+def validate_manifest(data: Any, path: Path, *, check_split: bool = True) -> None:
     """Check every field a loader or a resume reads: types, lengths, names, and that the
     recorded image paths stay inside the image folder."""
     check = _Checker(path)
@@ -143,10 +152,10 @@ def validate_manifest(data: Any, path: Path) -> None:
                        f"is {value!r}, not the name of a weights file in the folder")
     check.that(data.get("kind", KIND_MODEL) in (KIND_MODEL, KIND_TRAINING_RUN), "kind", f"is {data.get('kind')!r}")
     if "training" in data:
-        _validate_run_fields(data, check)
+        _validate_run_fields(data, check, check_split)
 
 
-def _validate_run_fields(data: dict[str, Any], check: _Checker) -> None:
+def _validate_run_fields(data: dict[str, Any], check: _Checker, check_split: bool) -> None:
     check.that(isinstance(data["training"], dict), "training", "is not an object")
     records = data.get("epochs", [])
     check.that(isinstance(records, list) and all(isinstance(r, dict) for r in records), "epochs", "is not a list of records")
@@ -159,7 +168,7 @@ def _validate_run_fields(data: dict[str, Any], check: _Checker) -> None:
     check.that(finished is None or finished in FINISH_REASONS, "finished", f"is {finished!r}")
     check.that(isinstance(data.get("dataset_root", ""), str), "dataset_root", "is not a path")
     split = data.get("split")
-    if split is None:
+    if split is None or not check_split:
         return
     check.that(isinstance(split, dict), "split", "is not an object")
     num_classes = data["num_classes"]
@@ -218,4 +227,4 @@ class _Checker:
             self.fail(field, problem)
 
     def fail(self, field: str, problem: str) -> None:
-        raise _damaged(self.path, f"{field or 'the file'} {problem}" if field else problem)
+        raise _damaged(self.path, f"{field} {problem}" if field else problem)

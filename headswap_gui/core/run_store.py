@@ -35,29 +35,28 @@ from .run_manifest import (
     LEGACY_STATE_FILE,
     MANIFEST_FILE,
     METRICS_FILE,
-    checkpoint_file,
     is_weight_file_name,
+    is_write_once_file_name,
     manifest_kind,
     read_manifest,
     referenced_files,
-    weights_file,
 )
 
 _TEMP_FILE = re.compile(r"^\.(?P<name>.+)\.[^.]+\.tmp$")  # atomic.write_atomically's temp names
-_VERSIONED_FILE = re.compile(r"^(model|last)-e\d{4,9}\.safetensors$")
 
 FileWriter = tuple[Callable[[str], None], int]
 """Writes one file's content to the temp path it is given, and about how many bytes it needs."""
 
 
-def is_versioned_file(name: str) -> bool:
+def is_ours_by_name(name: str) -> bool:
     """Whether ``name`` is a write-once weight file (``model-e0003.safetensors``) or a temp
-    file of ours — names only headswap creates, safe to remove when no manifest names them."""
+    file of one of our files — names only headswap creates, safe to remove when no manifest
+    names them."""
     temp = _TEMP_FILE.match(name)
     if temp:
         name = temp.group("name")
         return name in (MANIFEST_FILE, METRICS_FILE, LEGACY_STATE_FILE) or is_weight_file_name(name)
-    return bool(_VERSIONED_FILE.match(name))
+    return is_write_once_file_name(name)
 
 
 def folder_kind(folder: str | os.PathLike[str]) -> str | None:
@@ -143,30 +142,17 @@ class RunWriter:
             ) from error
         self.remove_stale_files()
 
-    def path_of(self, name: str) -> Path:
-        return self.folder / name
-
-    @property
-    def weights_path(self) -> Path | None:
-        """The committed best weights, if any."""
-        return self.folder / weights_file(self.manifest) if self.manifest else None
-
-    @property
-    def checkpoint_path(self) -> Path | None:
-        name = checkpoint_file(self.manifest) if self.manifest else None
-        return self.folder / name if name else None
-
     def remove_stale_files(self) -> None:
         """Delete our files that the manifest does not name, and every temp file of ours."""
         keep = referenced_files(self.manifest) if self.manifest else set()
         for entry in _entries(self.folder):
-            if entry not in keep and (is_versioned_file(entry) or entry in self._owned):
+            if entry not in keep and (is_ours_by_name(entry) or entry in self._owned):
                 _remove(self.folder / entry)
 
     def clear(self) -> None:
         """Remove every file headswap wrote here (never the user's own files)."""
         for entry in _entries(self.folder):
-            if is_versioned_file(entry) or entry in self._owned:
+            if is_ours_by_name(entry) or entry in self._owned:
                 _remove(self.folder / entry)
         self.manifest = {}
 

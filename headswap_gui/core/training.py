@@ -40,8 +40,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from . import feature_cache, runs
-from .run_manifest import KIND_TRAINING_RUN, checkpoint_file, checkpoint_file_name, weights_file, weights_file_name
-from .run_store import RunWriter
 from .data import (
     AUGMENT_PRESETS,
     DatasetInfo,
@@ -79,6 +77,8 @@ from .freezing import (
 from .heads import SPEC_ATTRIBUTE, HeadInfo, HeadSpec, find_heads
 from .metrics import ClassReport, class_report, confusion_matrix
 from .preprocessing import Preprocessing
+from .run_manifest import KIND_TRAINING_RUN, checkpoint_file, checkpoint_file_name, weights_file, weights_file_name
+from .run_store import RunWriter
 from .sources import LoadedModel, swap_head
 from .tracing import call_model, split_outputs
 
@@ -409,8 +409,7 @@ class _Trainer:
             raise HeadswapError("resuming needs the run folder")
         # The folder's lock comes before any check of what it holds, so two runs started at
         # the same moment cannot both find it empty.
-        self._last_committed_epochs: int | None = None
-        self._last_weights_path: Path | None = None
+        self.committed_epochs = 0  # epochs the folder holds as committed; weights_name is its best
         self.writer = RunWriter(self.run_dir, resume=resume, overwrite=overwrite) if self.run_dir is not None else None
         try:
             self.recorded = dict(self.writer.manifest) if resume and self.writer is not None else {}
@@ -690,14 +689,13 @@ class _Trainer:
             except Exception as error:  # noqa: BLE001 - reported in RunFinished, the process lives on
                 reason, message = "failed", _describe(error)
             message = self._finish(reason, message)
-            self.saved_epochs = self._committed_epochs()
             yield RunFinished(
                 reason=reason,  # type: ignore[arg-type]
                 message=message,
                 best_epoch=self.best_epoch,
                 best_val_accuracy=self.best_accuracy if self.best_epoch is not None else None,
                 run_dir=str(self.run_dir) if self.run_dir is not None else None,
-                saved_epochs=self.saved_epochs,
+                saved_epochs=self.committed_epochs if self.run_dir is not None else None,
             )
         finally:
             self._cleanup()
@@ -970,11 +968,12 @@ class _Trainer:
         }
         self.writer.commit(manifest, new_files)
         self.weights_name, self.checkpoint_name = weights, checkpoint
+        self.committed_epochs = len(manifest["epochs"])
 
     def _finish(self, reason: str, message: str) -> str:
         """Put the best epoch's weights back into the model and record how the run ended."""
         try:
-            kept = self.writer.weights_path if self.writer is not None else self._last_weights_path
+            kept = self.run_dir / self.weights_name if self.run_dir is not None else None
             if kept is not None and kept.is_file():
                 # the best epoch, or — when none finished — the starting model: a run stopped
                 # in its first epoch leaves no half-trained weights behind
@@ -990,19 +989,9 @@ class _Trainer:
             message = f"{message} (also: {_describe(error)})"
         return message
 
-    def _committed_epochs(self) -> int | None:
-        """Epochs the run folder holds as committed (None when there is no folder)."""
-        if self.run_dir is None:
-            return None
-        if self.writer is not None:
-            return len(self.writer.manifest.get("epochs") or [])
-        return self._last_committed_epochs
-
     def _release_folder(self) -> None:
         writer, self.writer = getattr(self, "writer", None), None
         if writer is not None:
-            self._last_committed_epochs = len(writer.manifest.get("epochs") or [])
-            self._last_weights_path = writer.weights_path
             writer.close()
 
     def _cleanup(self) -> None:

@@ -1346,7 +1346,8 @@ class MainWindow(QMainWindow):
         if self.data_panel is not None:
             self.data_panel.setEnabled(not running)
         self.runs_panel.set_busy(running)
-        self.runs_panel.refresh()  # a new run shows as running; a finished one with its figures
+        if not running:
+            self.runs_panel.refresh()  # the finished run with its figures (a new one shows at RunStarted)
         self._update_actions()
 
     @Slot(object)

@@ -635,8 +635,7 @@ class ResultsPanel(QWidget):
     def model_changed(self, version: int, reason: str) -> None:
         """The model is now at ``version`` because of ``reason`` ("the head was replaced"):
         results made with another version say so instead of passing for the current model."""
-        if not self.has_results() or self._model_version is None or version == self._model_version:
-            self._stale_label.setVisible(self.has_results() and self._model_version not in (None, version))
+        if not self.has_results() or self._model_version in (None, version):
             return
         self._stale_label.setText(
             self.tr("These results describe an earlier state of the model ({reason} since). "
