@@ -1,7 +1,8 @@
 """The model the window edits, and the undoable edits on it.
 
-:class:`ModelController` holds the loaded model, its detected heads and the layer-tree records
-built from it, and announces changes with signals; the views (layer tree, status bar, panels)
+:class:`ModelController` writes the model fields of the :class:`WorkbenchState` (the loaded
+model, its detected heads and the layer-tree records built from it) and announces changes with
+signals; the views (layer tree, status bar, panels)
 only listen. Every edit of the model goes through a :class:`QUndoCommand` pushed on the
 window's :class:`QUndoStack`:
 
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand
+
+from headswap_gui.gui.state import WorkbenchState
 
 if TYPE_CHECKING:  # torch is imported lazily: this module is on the start-up import path
     from torch import nn
@@ -46,86 +49,66 @@ class HeadState:
 
 
 class ModelController(QObject):
-    """The loaded model and what the window knows about it.
+    """The one writer of the model fields of the :class:`WorkbenchState`, and their Qt face.
 
     Signals:
 
     * ``modelChanged(object)`` – a new :class:`LoadedModel` (or ``None``) was installed;
     * ``headsChanged(object)`` – the heads (tuple of ``HeadInfo``) or their modules changed;
     * ``treeChanged(object)`` – new layer records (``LayerRecord`` or ``None``);
-    * ``busyChanged(bool)`` – a worker owns the model (training); edits must wait.
+    * ``versionChanged(int, str)`` – the model's version and, for people, what changed it.
     """
 
     modelChanged = Signal(object)
     headsChanged = Signal(object)
     treeChanged = Signal(object)
-    busyChanged = Signal(bool)
-    versionChanged = Signal(int, str)  # the model's version and, for people, what changed it
+    versionChanged = Signal(int, str)
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    def __init__(self, parent: QObject | None = None, state: WorkbenchState | None = None) -> None:
         super().__init__(parent)
-        self._version = 0
-        self._trained_heads: set[int] = set()  # ids of head modules that hold trained weights
-        self._loaded: LoadedModel | None = None
-        self._heads: tuple[HeadInfo, ...] = ()
-        self._shapes: dict[str, tuple[int, ...]] = {}
-        self._tree: LayerRecord | None = None
-        self._busy = False
+        self.state = state if state is not None else WorkbenchState()
 
     # -- state ------------------------------------------------------------------------------
 
     @property
     def loaded(self) -> LoadedModel | None:
-        return self._loaded
+        return self.state.loaded
 
     @property
     def heads(self) -> tuple[HeadInfo, ...]:
-        return self._heads
+        return self.state.heads
 
     @property
     def tree(self) -> LayerRecord | None:
-        return self._tree
+        return self.state.tree
 
     @property
     def output_shapes(self) -> dict[str, tuple[int, ...]]:
-        return dict(self._shapes)
+        return dict(self.state.output_shapes)
 
     @property
     def version(self) -> int:
         """Changes with every change of the model's weights or heads that is kept (a load, a
         head swap, undo/redo, a finished run); results are tagged with the version they saw."""
-        return self._version
+        return self.state.version
 
     def bump_version(self, reason: str) -> None:
-        self._version += 1
-        self.versionChanged.emit(self._version, reason)
+        self.state.update(version=self.state.version + 1)
+        self.versionChanged.emit(self.state.version, reason)
 
     def mark_heads_trained(self) -> None:
         """The current head modules hold trained weights (a finished run, or a run folder)."""
-        if self._loaded is not None:
-            self._trained_heads |= {id(self._loaded.model.get_submodule(h.path)) for h in self._heads}
+        ids = {id(module) for module in self.state.head_modules()}
+        self.state.update(trained_head_ids=self.state.trained_head_ids | ids)
 
     def head_is_trained(self) -> bool:
-        """Whether a current head is one that was trained; undo brings such a module back, so
-        this is by module identity, not by the last action."""
-        if self._loaded is None:
-            return False
-        return any(id(self._loaded.model.get_submodule(h.path)) in self._trained_heads for h in self._heads)
+        return self.state.head_is_trained()
 
     def main_head(self) -> HeadInfo | None:
-        return next((h for h in self._heads if h.role == "main"), self._heads[0] if self._heads else None)
+        return self.state.main_head()
 
     def num_classes(self) -> int | None:
-        head = self.main_head()
-        return head.out_features if head is not None else None
-
-    def is_busy(self) -> bool:
-        return self._busy
-
-    def set_busy(self, busy: bool) -> None:
-        if busy != self._busy:
-            self._busy = busy
-            self.busyChanged.emit(busy)
+        return self.state.num_classes()
 
     def set_model(
         self,
@@ -135,20 +118,19 @@ class ModelController(QObject):
         tree: LayerRecord | None = None,
     ) -> None:
         """Install a freshly loaded model with what the loader found (tree built if missing)."""
-        self._loaded = loaded
-        self._heads = tuple(heads)
-        self._shapes = dict(output_shapes or {})
-        self._tree = None
-        self._trained_heads = set()
+        self.state.update(
+            loaded=loaded, heads=tuple(heads), output_shapes=dict(output_shapes or {}), tree=None,
+            trained_head_ids=frozenset(),
+        )
         if loaded is not None and loaded.metadata.get("epochs"):
-            self._trained_heads = {id(loaded.model.get_submodule(h.path)) for h in self._heads}  # a run folder
+            self.mark_heads_trained()  # a run folder: its heads were trained
         self.modelChanged.emit(loaded)
         self.bump_version("another model was loaded")
-        self.headsChanged.emit(self._heads)
+        self.headsChanged.emit(self.state.heads)
         if loaded is not None and tree is None:
             self.refresh_tree()
         else:
-            self._tree = tree
+            self.state.update(tree=tree)
             self.treeChanged.emit(tree)
 
     def refresh_tree(self) -> None:
@@ -156,26 +138,27 @@ class ModelController(QObject):
 
         No forward pass: the shapes come from the load-time trace, patched for swapped heads.
         """
-        if self._loaded is None:
-            self._tree = None
-        else:
+        state = self.state
+        tree = None
+        if state.loaded is not None:
             from headswap_gui.core.module_tree import build_module_tree
 
-            self._tree = build_module_tree(
-                self._loaded.model, self._loaded.preprocessing.input_size, list(self._heads), self._shapes
+            tree = build_module_tree(
+                state.loaded.model, state.loaded.preprocessing.input_size, list(state.heads), state.output_shapes
             )
-        self.treeChanged.emit(self._tree)
+        state.update(tree=tree)
+        self.treeChanged.emit(tree)
 
     # -- head states (used by the commands) ----------------------------------------------------
 
     def capture(self, heads: tuple[HeadInfo, ...] | None = None) -> HeadState:
         """The current head modules, infos, class names and class-count attributes."""
         loaded = self._require_model()
-        heads = self._heads if heads is None else tuple(heads)
+        heads = self.state.heads if heads is None else tuple(heads)
         model = loaded.model
         modules = {h.path: model.get_submodule(h.path) for h in heads}
         shapes = {
-            path: shape for path, shape in self._shapes.items()
+            path: shape for path, shape in self.state.output_shapes.items()
             if any(path == h.path or path.startswith(h.path + ".") for h in heads)
         }
         return HeadState(modules, heads, loaded.class_names, _class_count_attributes(model), shapes)
@@ -191,32 +174,33 @@ class ModelController(QObject):
             _set_submodule(model, path, module)
         loaded.class_names = state.class_names
         _restore_class_count_attributes(model, state.attributes)
-        replaced_outputs = {p: (self._shapes.get(p), state.shapes.get(p)) for p in state.modules}
-        self._shapes = {
-            path: shape for path, shape in self._shapes.items()
+        current = self.state.output_shapes
+        replaced_outputs = {p: (current.get(p), state.shapes.get(p)) for p in state.modules}
+        shapes = {
+            path: shape for path, shape in current.items()
             if not any(path == p or path.startswith(p + ".") for p in state.modules)
         }
-        self._shapes.update(state.shapes)
+        shapes.update(state.shapes)
         for path, (old_output, new_output) in replaced_outputs.items():
             # Containers that pass the head's output through (the model itself) change with it.
             for ancestor in _ancestors(path):
-                if old_output is not None and new_output is not None and self._shapes.get(ancestor) == old_output:
-                    self._shapes[ancestor] = new_output
-        self._heads = tuple(state.heads)
+                if old_output is not None and new_output is not None and shapes.get(ancestor) == old_output:
+                    shapes[ancestor] = new_output
+        self.state.update(output_shapes=shapes, heads=tuple(state.heads))
         self.bump_version("the head was replaced")
-        self.headsChanged.emit(self._heads)
+        self.headsChanged.emit(self.state.heads)
         self.refresh_tree()
 
     def set_heads(self, heads: tuple[HeadInfo, ...]) -> None:
         """Change which layers count as heads (the modules stay)."""
         self._require_model()
-        self._heads = tuple(heads)
-        self.headsChanged.emit(self._heads)
+        self.state.update(heads=tuple(heads))
+        self.headsChanged.emit(self.state.heads)
         self.refresh_tree()
 
     def head_subtree_shapes(self, path: str, module: nn.Module, head: HeadInfo) -> dict[str, tuple[int, ...]]:
         """Output shapes of a new head's layers, traced on ``meta`` from the old head's input."""
-        old = self._shapes.get(path)
+        old = self.state.output_shapes.get(path)
         if not old:
             return {}
         shape = list(old)
@@ -227,9 +211,9 @@ class ModelController(QObject):
         return _trace_head_shapes(path, module, tuple(shape))
 
     def _require_model(self) -> LoadedModel:
-        if self._loaded is None:
+        if self.state.loaded is None:
             raise RuntimeError("no model loaded")
-        return self._loaded
+        return self.state.loaded
 
 
 class SwapHeadCommand(QUndoCommand):

@@ -1,10 +1,11 @@
-"""The main window: model on the left; Data, Train, Results and Try it pages on the right.
+"""The main window: model on the left; Data, Train, Results, Try it and Runs pages on the right.
 
-The window is the coordinator. It owns the :class:`ModelController` (the loaded model and its
-heads), the undo stack, and every long job, each a core generator driven by a
-:class:`GeneratorRunner`: loading a model, training (``core.training.fit``), evaluating the
-trained model for the Results page, writing the demo data, exporting. The panels only show
-things and ask for things through signals.
+The window is composition. The state is a :class:`WorkbenchState` (no Qt) whose model fields
+:class:`ModelController` writes; every background job goes through one :class:`JobManager`,
+which also hands out the model lease; loading, training and evaluating, and reopening runs are
+:class:`LoadController`, :class:`TrainingController` and :class:`RunController`. The window
+builds the menus and pages, routes intents from the pages to the controllers, and applies the
+action table (``actions.action_states``) whenever the state or the jobs change.
 
 Start-up is two-phase so the window paints within a moment of launch: nothing on this
 module's import path imports torch, torchvision, timm or pyqtgraph. With
@@ -14,14 +15,12 @@ imports the heavy modules on a worker thread and builds the real pages when that
 
 from __future__ import annotations
 
-import importlib
 import os
-import threading
-from dataclasses import dataclass
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer, QUrl, Signal, Slot
+from PySide6.QtCore import QObject, Qt, Signal, Slot
 from PySide6.QtGui import (
     QAction,
     QCloseEvent,
@@ -32,8 +31,6 @@ from PySide6.QtGui import (
     QUndoStack,
 )
 from PySide6.QtWidgets import (
-    QFileDialog,
-    QInputDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -46,30 +43,35 @@ from PySide6.QtWidgets import (
 from headswap_gui import __version__
 from headswap_gui.gui.actions import WorkbenchFacts, action_states
 from headswap_gui.gui.commands import ModelController, SetHeadsCommand, SwapHeadCommand
-from headswap_gui.gui.jobs import ModelLease, leased
+from headswap_gui.gui.drops import (
+    MODEL_FOLDER_MARKER,
+    DropRouter,
+    classify_paths,
+    image_paths,
+    local_paths,
+    model_path,
+    training_folder,
+)
+from headswap_gui.gui.job_events import JobDone, LoadStage, demo_data_events, export_events, warm_up_events
+from headswap_gui.gui.job_manager import JobManager
+from headswap_gui.gui.load_controller import LoadController, with_window_hint
 from headswap_gui.gui.model_panel import ModelPanel
+from headswap_gui.gui.prompts import (
+    ExportPrompt,
+    OpenModelPrompt,
+    ReplaceTrainedHeadQuestion,
+    SaveRunPrompt,
+    StopTrainingQuestion,
+)
 from headswap_gui.gui.run_controller import RunController
 from headswap_gui.gui.settings import AppSettings
-from headswap_gui.gui.worker import GeneratorRunner, running_runners
+from headswap_gui.gui.state import WorkbenchState
+from headswap_gui.gui.training_controller import TrainingController
 
 if TYPE_CHECKING:
     from headswap_gui.core.data import DatasetInfo
-    from headswap_gui.core.sources import LoadedModel
 
-__all__ = [
-    "ArchitecturePrompt",
-    "DEMO_TRAIN_SETTINGS",
-    "MainWindow",
-    "ModelLoadResult",
-    "ReplaceTrainedHeadQuestion",
-    "SaveRunPrompt",
-    "StopTrainingQuestion",
-    "TrustPrompt",
-]
-
-MODEL_FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")  # = sources.STATE_DICT_SUFFIXES
-MODEL_FOLDER_MARKER = "headswap.json"  # = run_manifest.MANIFEST_FILE (core is not imported at start-up)
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
+__all__ = ["DEMO_TRAIN_SETTINGS", "MainWindow"]
 
 DEMO_TRAIN_SETTINGS: dict[str, Any] = {
     # 8×8 digits upscaled: 64 px is plenty and keeps the one-time feature pass short on a CPU;
@@ -85,288 +87,7 @@ DEMO_TRAIN_SETTINGS: dict[str, Any] = {
 }
 
 _CLOSE_WAIT_MS = 30_000
-_HEAVY_MODULES = (
-    "torch",
-    "torchvision",
-    "timm",
-    "headswap_gui.core.sources",
-    "headswap_gui.core.data",
-    "headswap_gui.core.training",
-    "headswap_gui.core.predict",
-)
 _TAB_DATA, _TAB_TRAIN, _TAB_RESULTS, _TAB_TRY, _TAB_RUNS = "data", "train", "results", "try", "runs"
-
-
-# -- questions the window asks (tests replace ``ask``) --------------------------------------------
-
-
-def _yes_or_no(parent: QWidget | None, title: str, text: str) -> bool:
-    """A Yes/No question whose safe answer, No, is the default."""
-    answer = QMessageBox.question(
-        parent, parent.tr(title) if parent else title, text,
-        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No,
-    )
-    return answer == QMessageBox.StandardButton.Yes
-
-
-class ReplaceTrainedHeadQuestion:
-    """The head was trained here (or comes from a run): replace it anyway?"""
-
-    @classmethod
-    def ask(cls, parent: QWidget | None) -> bool:
-        return _yes_or_no(
-            parent, "Replace the trained head?",
-            "This head has been trained. A new head starts from random weights.\n\n"
-            "Edit ▸ Undo brings the trained head back, and its run folder keeps it either way.",
-        )
-
-
-class StopTrainingQuestion:
-    """Closing while training: stop the run and close?"""
-
-    @classmethod
-    def ask(cls, parent: QWidget | None) -> bool:
-        return _yes_or_no(
-            parent, "Training is running",
-            "Training is still running. Stop it and close the window?\n\n"
-            "The best epoch so far is already saved in the run folder.",
-        )
-
-
-class ArchitecturePrompt:
-    """A weights file without metadata: which architecture do the weights belong to?"""
-
-    @classmethod
-    def ask(cls, parent: QWidget | None, path: str, choices: Sequence[str]) -> str | None:
-        items = [c for c in choices if ":" in c] or ["torchvision:resnet50"]
-        name, ok = QInputDialog.getItem(
-            parent,
-            "Which architecture?",
-            f"{Path(path).name} holds weights only.\nChoose the architecture they belong to "
-            "(or type a source such as torchvision:resnet50):",
-            items,
-            0,
-            True,
-        )
-        return name.strip() if ok and name.strip() else None
-
-
-class TrustPrompt:
-    """A pickle file: loading it can run code. Load anyway?"""
-
-    @classmethod
-    def ask(cls, parent: QWidget | None, path: str) -> bool:
-        answer = QMessageBox.warning(
-            parent,
-            "Load a pickled model?",
-            f"{Path(path).name} contains pickled Python objects, which can run arbitrary code "
-            "when loaded. Load it only if you trust where it came from.\n\nLoad it anyway?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            QMessageBox.StandardButton.No,
-        )
-        return answer == QMessageBox.StandardButton.Yes
-
-
-class SaveRunPrompt:
-    """Where to copy the run folder."""
-
-    @classmethod
-    def ask(cls, parent: QWidget | None, suggestion: str) -> str | None:
-        path, _ = QFileDialog.getSaveFileName(parent, "Save run as", suggestion, "Run folder (*)")
-        return path or None
-
-
-class ExportPrompt:
-    """Format and file for an export: ``(format, path)``."""
-
-    FILTERS = {"onnx": "ONNX model (*.onnx)", "torchscript": "TorchScript model (*.pt)"}
-
-    @classmethod
-    def ask(cls, parent: QWidget | None, suggestion: str) -> tuple[str, str] | None:
-        filters = ";;".join(cls.FILTERS.values())
-        path, chosen = QFileDialog.getSaveFileName(parent, "Export model", suggestion, filters)
-        if not path:
-            return None
-        fmt = next((key for key, text in cls.FILTERS.items() if text == chosen), None)
-        if fmt is None:
-            fmt = "torchscript" if path.lower().endswith((".pt", ".pth")) else "onnx"
-        return fmt, path
-
-
-class OpenModelPrompt:
-    @classmethod
-    def ask(cls, parent: QWidget | None, start: str = "") -> str | None:
-        path, _ = QFileDialog.getOpenFileName(
-            parent, "Open model", start,
-            "Models (*.safetensors *.pt *.pth *.bin *.ckpt headswap.json);;All files (*)",
-        )
-        return path or None
-
-
-# -- what the jobs yield -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LoadStage:
-    text: str
-
-
-@dataclass
-class ModelLoadResult:
-    loaded: LoadedModel
-    heads: tuple[Any, ...]
-    output_shapes: dict[str, tuple[int, ...]]
-    tree: Any  # LayerRecord
-    head_problem: str | None
-
-
-@dataclass
-class EvaluationReady:
-    class_names: tuple[str, ...]
-    paths: tuple[str, ...]
-    result: Any  # training.EvalResult
-    model_version: int  # the ModelController.version the evaluation saw
-
-
-@dataclass(frozen=True)
-class _Done:
-    value: Any
-
-
-def load_model_events(
-    source: str, *, download: bool = False, arch: str | None = None, trust: bool = False
-) -> Callable[[threading.Event], Iterator[object]]:
-    """A generator factory: load ``source``, find its heads, build its layer tree."""
-
-    def events(stop: threading.Event) -> Iterator[object]:
-        what = "Downloading (if needed) and loading" if download else "Loading"
-        yield LoadStage(f"{what} {source}…")
-        from headswap_gui.core.module_tree import inspect_model
-        from headswap_gui.core.sources import load_model
-
-        loaded = load_model(source, arch=arch, trust=trust, download=download)
-        if stop.is_set():
-            return
-        yield LoadStage(f"Finding the classifier head of {loaded.source} and building the layer tree…")
-        inspection = inspect_model(loaded.model, loaded.preprocessing.input_size)
-        if stop.is_set():
-            return
-        yield ModelLoadResult(
-            loaded, inspection.heads, dict(inspection.output_shapes), inspection.tree, inspection.problem
-        )
-
-    return events
-
-
-def _warm_up_events(stop: threading.Event) -> Iterator[object]:
-    """Import the heavy modules on a worker thread, so the window stays responsive."""
-    for name in _HEAVY_MODULES:
-        if stop.is_set():
-            return
-        yield LoadStage(f"Loading {name.rsplit('.', 1)[-1]}…")
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass  # a missing optional module shows up where it is used
-    yield _Done(True)
-
-
-def _demo_data_events(directory: str | None) -> Callable[[threading.Event], Iterator[object]]:
-    def events(stop: threading.Event) -> Iterator[object]:
-        yield LoadStage("Preparing the digits demo images (written on first use)…")
-        from headswap_gui.core.demo_data import DEFAULT_DEMO_DATA_DIR, write_digits_dataset
-
-        yield _Done(write_digits_dataset(directory or DEFAULT_DEMO_DATA_DIR))
-
-    return events
-
-
-def _evaluation_events(
-    loaded: Any, dataset: Any, config: Any, model_version: int
-) -> Callable[[threading.Event], Iterator[object]]:
-    def events(stop: threading.Event) -> Iterator[object]:
-        from headswap_gui.core.data import split_samples
-        from headswap_gui.core.devices import resolve_device
-        from headswap_gui.core.training import build_eval_loader, evaluate
-
-        yield LoadStage("Evaluating the trained model on the validation images…")
-        split = split_samples(dataset, config.val_fraction, config.seed)
-        preprocessing = loaded.preprocessing
-        if config.image_size:
-            preprocessing = preprocessing.with_input_size(config.image_size)
-        device = resolve_device(config.device)
-        loader = build_eval_loader(split.val, preprocessing, batch_size=max(1, config.batch_size), device=device)
-        result = evaluate(loaded.model, loader, device, stop=stop)
-        if result is not None:
-            yield EvaluationReady(tuple(dataset.class_names), tuple(s.path for s in split.val), result, model_version)
-
-    return events
-
-
-def _export_events(loaded: Any, fmt: str, path: str, images: list[str]) -> Callable[[threading.Event], Iterator[object]]:
-    def events(stop: threading.Event) -> Iterator[object]:
-        yield LoadStage(f"Exporting {fmt} to {path} and checking it against PyTorch…")
-        from headswap_gui.core.export import export_model
-
-        yield _Done(export_model(loaded, fmt, path, images or None))
-
-    return events
-
-
-_USE_AS_HEAD_HINT = "Right-click the layer that produces the class scores → Use as head."
-
-
-def _window_hint(error: BaseException | None) -> str:
-    """How to act on a typed core error in the window (core messages name no controls)."""
-    from headswap_gui.core.errors import HeadNotFoundError, WeightsNotCachedError
-
-    if isinstance(error, WeightsNotCachedError):
-        return "Choose “Pretrained — download if missing” under Weights and load it again."
-    if isinstance(error, HeadNotFoundError):
-        return _USE_AS_HEAD_HINT
-    return ""
-
-
-def _with_hint(message: str, error: BaseException | None) -> str:
-    hint = _window_hint(error)
-    return f"{message}. {hint}" if hint else message
-
-
-def _local_paths(urls: Sequence[QUrl]) -> list[str]:
-    return [url.toLocalFile() for url in urls if url.isLocalFile() and url.toLocalFile()]
-
-
-class _DropRouter(QObject):
-    """Routes drops on any page to the window, except the drops a page handles itself
-    (folders on the Data page, images on the Try it page)."""
-
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self._window = window
-        self._last: tuple[tuple[str, ...], str] = ((), "")  # drag moves repeat the same paths
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
-        kind = event.type()
-        if kind not in (QEvent.Type.DragEnter, QEvent.Type.DragMove, QEvent.Type.Drop):
-            return False
-        paths = _local_paths(event.mimeData().urls()) if event.mimeData().hasUrls() else []  # type: ignore[attr-defined]
-        if not paths:
-            return False
-        window = self._window
-        key = tuple(paths)
-        if key != self._last[0]:
-            self._last = (key, window.classify_paths(paths))
-        route = self._last[1]
-        if window.page_handles_drop(watched, route):
-            return False
-        if route == "":
-            return False
-        if kind == QEvent.Type.Drop:
-            event.acceptProposedAction()  # type: ignore[attr-defined]
-            window.open_paths(paths)
-        else:
-            event.acceptProposedAction()  # type: ignore[attr-defined]
-        return True
 
 
 class MainWindow(QMainWindow):
@@ -374,7 +95,7 @@ class MainWindow(QMainWindow):
 
     Signals: ``modelLoaded(object)`` (a LoadedModel), ``modelLoadFailed(str)``,
     ``panelsReady()``, ``trainingStarted()``, ``trainingFinished(object)`` (the RunFinished
-    event or None), ``resultsReady(object)`` (an EvaluationReady), ``errorShown(str)``,
+    event or None), ``resultsReady(object)`` (an :class:`Evaluation`), ``errorShown(str)``,
     ``busyChanged(bool)``.
     """
 
@@ -404,32 +125,29 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.settings = settings or AppSettings()
         self._runs_root = Path(runs_root) if runs_root is not None else None
-        self.controller = ModelController(self)
+        self.state = WorkbenchState()
+        self.controller = ModelController(self, self.state)
         self.undo_stack = QUndoStack(self)
         self.undo_stack.setObjectName("undoStack")
-        self._runners: dict[str, GeneratorRunner] = {}
-        self.model_lease = ModelLease()  # train, evaluate, export and predict take turns on the model
+        self.jobs = JobManager(self)
+        self.model_lease = self.jobs.lease  # train, evaluate, export and predict take turns on the model
         self._panels_built = False
         self._pending: list[Callable[[], None]] = []
         self._closing = False
-        self._train_config: Any = None
-        self._train_dataset: Any = None
-        self._last_finished: Any = None
-        self._last_run_dir: str | None = None
-        self._load_request: dict[str, Any] | None = None
         self._device_text = ""
         self.last_error: str | None = None
         self.demo_data_dir: str | None = None  # None: core's default folder in the user data dir
         self.last_export: Any = None
-        self._last_eval_paths: tuple[str, ...] = ()
         self.data_panel: Any = None
         self.training_panel: Any = None
         self.plots_view: Any = None
         self.results_panel: Any = None
         self.try_panel: Any = None
         self.runs_panel: Any = None
+        self.loads = LoadController(self)
+        self.training = TrainingController(self, self._runs_root)
         self.runs = RunController(self)  # reopening, resuming and comparing saved runs
-        self._drop_router = _DropRouter(self)
+        self._drop_router = DropRouter(self)
 
         self._build_actions()
         self._build_menus()
@@ -605,6 +323,16 @@ class MainWindow(QMainWindow):
         self.controller.headsChanged.connect(self._on_controller_headsChanged)
         self.controller.versionChanged.connect(self._on_controller_versionChanged)
         self.controller.treeChanged.connect(self._update_status)
+        self.jobs.jobsChanged.connect(self._update_actions)
+        self.state.subscribe(self._on_state_changed)
+        self.loads.modelLoaded.connect(self._on_loads_modelLoaded)
+        self.loads.modelLoaded.connect(self.modelLoaded)
+        self.loads.loadFailed.connect(self._on_loads_loadFailed)
+        self.loads.loadFailed.connect(self.modelLoadFailed)
+        self.loads.loadEnded.connect(self._on_loads_loadEnded)
+        self.training.trainingStarted.connect(self.trainingStarted)
+        self.training.trainingFinished.connect(self.trainingFinished)
+        self.training.resultsReady.connect(self.resultsReady)
 
     def build_panels(self) -> None:
         """Create the Data, Train, Results and Try it pages (imports torch and pyqtgraph)."""
@@ -688,12 +416,12 @@ class MainWindow(QMainWindow):
             self.data_panel.scanFailed.connect(self._on_data_panel_scanFailed)
         if self.training_panel is not None:
             self.training_panel.startRequested.connect(self.start_training)
-            self.training_panel.stopRequested.connect(self.stop_training)
+            self.training_panel.stopRequested.connect(self.training.stop)
         self.runs_panel.openRequested.connect(self.open_run)
         self.runs_panel.resumeRequested.connect(self.resume_run)
         self.runs_panel.compareRequested.connect(self.compare_run)
         if self.controller.loaded is not None:
-            self._give_model_to_try_panel()
+            self.give_model_to_pages()
 
     def _install_drop_router(self) -> None:
         """Let drops anywhere reach the window: watch every child that takes drops itself."""
@@ -755,7 +483,7 @@ class MainWindow(QMainWindow):
             return
         self._pending.append(then)
         self.model_panel.set_busy(self.tr("Starting up…"))
-        runner = self._start_runner("warmup", _warm_up_events, stop_grace_s=0.0)
+        runner = self.jobs.start("warmup", warm_up_events, stop_grace_s=0.0)
         runner.eventEmitted.connect(self._on_warmup_runner_eventEmitted)
         runner.finished.connect(self._on_warmup_runner_finished)
 
@@ -768,7 +496,7 @@ class MainWindow(QMainWindow):
     def _on_warmup_runner_finished(self) -> None:
         if self._closing:
             return
-        if not self._is_running("load"):
+        if not self.is_loading():
             self.model_panel.set_busy(None)
             self.model_panel.set_status(self.tr("No model loaded. Pick one from the list, or open a file."))
         self.statusBar().clearMessage()
@@ -777,7 +505,7 @@ class MainWindow(QMainWindow):
     def open_demo(self) -> None:
         """The one-click tour: the demo model, the digits folder and sensible settings."""
         self.load_model("demo")
-        runner = self._start_runner("demo-data", _demo_data_events(self.demo_data_dir), stop_grace_s=0.0)
+        runner = self.jobs.start("demo-data", demo_data_events(self.demo_data_dir), stop_grace_s=0.0)
         runner.eventEmitted.connect(self._on_demo_runner_eventEmitted)
         runner.failed.connect(self._on_demo_runner_failed)
         self.apply_training_settings(DEMO_TRAIN_SETTINGS)
@@ -786,7 +514,7 @@ class MainWindow(QMainWindow):
     def _on_demo_runner_eventEmitted(self, event: object) -> None:
         if isinstance(event, LoadStage):
             self.statusBar().showMessage(event.text, 5000)
-        elif isinstance(event, _Done) and not self._closing:
+        elif isinstance(event, JobDone) and not self._closing:
             info = event.value
             self._when_panels_ready(lambda: self._show_demo_data(info))
 
@@ -809,145 +537,58 @@ class MainWindow(QMainWindow):
         else:
             self._pending.append(job)
 
-    # ================================================================== runners ===========
+    # ================================================================== jobs ==============
 
-    def _start_runner(self, key: str, factory: Callable[[threading.Event], Iterator[object]], **kwargs: Any) -> GeneratorRunner:
-        previous = self._runners.get(key)
-        if previous is not None and previous.is_running():
-            previous.request_stop()
-        runner = GeneratorRunner(factory, **kwargs)
-        runner.setObjectName(f"{key}Runner")
-        self._runners[key] = runner
-        runner.finished.connect(self._update_actions)
-        runner.start()
-        return runner
-
-    def _is_running(self, key: str) -> bool:
-        runner = self._runners.get(key)
-        return runner is not None and runner.is_running()
-
-    def _is_current(self, key: str) -> bool:
-        """Whether the signal being handled comes from the latest runner for ``key``."""
-        return self.sender() is self._runners.get(key)
+    def is_closing(self) -> bool:
+        return self._closing
 
     def is_training(self) -> bool:
-        return self._is_running("train")
+        return self.jobs.is_running("train")
 
     def is_loading(self) -> bool:
-        return self._is_running("load")
+        return self.jobs.is_running("load")
 
     def is_model_busy(self) -> bool:
-        """A worker uses the model (training or evaluating): it must not be edited."""
-        return self._is_running("train") or self._is_running("eval") or self._is_running("export")
-
-    def runners(self) -> dict[str, GeneratorRunner]:
-        return dict(self._runners)
+        """A worker uses the model (training, evaluating, exporting): it must not be edited."""
+        return any(self.jobs.is_running(key) for key in ("train", "eval", "export"))
 
     # ================================================================== models ============
 
     def load_model(self, source: str, *, download: bool = False, arch: str | None = None, trust: bool = False) -> bool:
         """Load ``source`` on a worker thread; ``modelLoaded`` or ``modelLoadFailed`` follows."""
-        if self.is_model_busy():
-            self.statusBar().showMessage(self.tr("Stop training before loading another model."), 5000)
-            return False
-        source = source.strip()
-        if not source:
-            return False
-        self._load_request = {"source": source, "download": download, "arch": arch, "trust": trust}
-        runner = self._start_runner("load", load_model_events(source, download=download, arch=arch, trust=trust))
-        runner.eventEmitted.connect(self._on_load_runner_eventEmitted)
-        runner.failed.connect(self._on_load_runner_failed)
-        runner.finished.connect(self._on_load_runner_finished)
-        text = self.tr("Downloading (if needed) and loading {source}…") if download else self.tr("Loading {source}…")
-        self.model_panel.set_busy(text.format(source=source))
-        self.busyChanged.emit(True)
-        self._update_actions()
-        return True
+        return self.loads.load(source, download=download, arch=arch, trust=trust)
 
     @Slot(object)
-    def _on_load_runner_eventEmitted(self, event: object) -> None:
-        if not self._is_current("load"):
-            return
-        if isinstance(event, LoadStage):
-            self.model_panel.set_busy(event.text)
-        elif isinstance(event, ModelLoadResult):
-            self._install_loaded(event)
-
-    def _install_loaded(self, result: ModelLoadResult) -> None:
-        loaded = result.loaded
-        self.undo_stack.clear()
-        self.controller.set_model(loaded, result.heads, result.output_shapes, result.tree)
-        request = self._load_request or {}
-        source = str(request.get("source") or loaded.source)
-        if request.get("arch"):
-            source = loaded.source  # a weights file: remembering it without --arch would not reload
-        self.model_panel.set_recent_models(self.settings.add_recent_model(source))
-        self._update_recent_menu()
-        self.setWindowTitle(f"headswap — {loaded.source}")
-        self._give_model_to_try_panel()
-        if result.head_problem:
-            self.model_panel.set_status(
-                self.model_panel.status_label.text() + "<br><b>" + self.tr("No head found:") + "</b> "
-                + result.head_problem + ". " + self.tr(_USE_AS_HEAD_HINT)
-            )
-            self.statusBar().showMessage(self.tr("No classifier head found; right-click a layer → Use as head."), 10000)
-        else:
-            head = self.controller.main_head()
-            if head is not None:
-                self.statusBar().showMessage(
-                    self.tr("Loaded {source}; its head is {path} ({type}, {n} classes).").format(
-                        source=loaded.source, path=head.path, type=head.type_name, n=head.out_features
-                    ),
-                    10000,
-                )
+    def _on_loads_modelLoaded(self, _loaded: object) -> None:
+        self.give_model_to_pages()
         self._update_status()
-        self.modelLoaded.emit(loaded)
 
     @Slot(str)
-    def _on_load_runner_failed(self, message: str) -> None:
-        if not self._is_current("load"):
-            return
-        from headswap_gui.core.errors import NeedsArchitectureError, NeedsTrustError
-
-        request = dict(self._load_request or {})
-        source = str(request.get("source", ""))
-        error = self._runners["load"].error
-        retry: dict[str, Any] | None = None
-        if isinstance(error, NeedsArchitectureError) and not request.get("arch"):
-            arch = ArchitecturePrompt.ask(self, source, self.model_panel.zoo_sources())
-            if arch:
-                retry = {**request, "arch": arch}
-        elif isinstance(error, NeedsTrustError) and not request.get("trust"):
-            if TrustPrompt.ask(self, source):
-                retry = {**request, "trust": True}
-        if retry is not None:
-            QTimer.singleShot(0, self, lambda: self.load_model(**retry))
-            return
-        if source in self.settings.recent_models() and (os.sep in source or "/" in source) and not os.path.exists(source):
-            self.model_panel.set_recent_models(self.settings.remove_recent_model(source))  # moved or deleted
-            self._update_recent_menu()
+    def _on_loads_loadFailed(self, _message: str) -> None:
         self.runs.load_failed()
-        self.model_panel.set_status(self.tr("Could not load {source}.").format(source=source))
-        self.show_error(self.tr("Could not load the model"), _with_hint(message, error))
-        self.modelLoadFailed.emit(message)
 
     @Slot()
-    def _on_load_runner_finished(self) -> None:
-        if not self._is_current("load"):
-            return
-        self.model_panel.set_busy(None)
-        self.busyChanged.emit(False)
-        self._update_actions()
+    def _on_loads_loadEnded(self) -> None:
         self.runs.model_loaded(self.controller.loaded)  # after the load job has ended: a resume may start now
+
+    def remember_recent_model(self, source: str) -> None:
+        self.model_panel.set_recent_models(self.settings.add_recent_model(source))
+        self._update_recent_menu()
+
+    def forget_recent_model(self, source: str) -> None:
+        if source in self.settings.recent_models():
+            self.model_panel.set_recent_models(self.settings.remove_recent_model(source))
+            self._update_recent_menu()
 
     @Slot(str, bool)
     def _on_model_panel_loadRequested(self, source: str, download: bool) -> None:
         self.load_model(source, download=download)
 
-    def _give_model_to_try_panel(self) -> None:
+    def give_model_to_pages(self) -> None:
+        """The pages that use the model get it (or None while a job owns it)."""
         loaded = self.controller.loaded
         if self.try_panel is not None:
-            self.try_panel.set_model(loaded)
+            self.try_panel.set_model(None if self.is_training() else loaded)
         if loaded is not None and self.training_panel is not None:
             self.training_panel.set_model_input_size(loaded.preprocessing.input_size)
 
@@ -1023,7 +664,7 @@ class MainWindow(QMainWindow):
         try:
             heads = self.controller.loaded.find_heads([path])
         except HeadswapError as error:
-            self.show_error(self.tr("Cannot use this layer as the head"), _with_hint(str(error), error))
+            self.show_error(self.tr("Cannot use this layer as the head"), with_window_hint(str(error), error))
             return False
         self.undo_stack.push(SetHeadsCommand(self.controller, tuple(heads)))
         self.statusBar().showMessage(self.tr("{path} is now the head. Ctrl+Z undoes.").format(path=path), 8000)
@@ -1050,8 +691,7 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_controller_headsChanged(self, _heads: object) -> None:
-        self._give_model_to_try_panel()
-        self._update_actions()
+        self.give_model_to_pages()
 
     @Slot(int, str)
     def _on_controller_versionChanged(self, version: int, reason: str) -> None:
@@ -1061,9 +701,7 @@ class MainWindow(QMainWindow):
     # ================================================================== data ==============
 
     def dataset(self) -> DatasetInfo | None:
-        if self.data_panel is None:
-            return None
-        return self.data_panel.dataset()
+        return self.state.dataset
 
     def open_data_folder(self, path: str) -> None:
         self.tabs.setCurrentIndex(self._tab_keys.index(_TAB_DATA))
@@ -1071,6 +709,7 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _on_data_panel_datasetChanged(self, info: Any) -> None:
+        self.state.update(dataset=info)
         if info is not None:
             self.settings.add_recent_folder(str(info.root))
             self._update_recent_menu()
@@ -1083,7 +722,6 @@ class MainWindow(QMainWindow):
                 message += self.tr(" — the head has {m} outputs; Start replaces it with a Linear head for {n} "
                                    "classes (or choose a design with Ctrl+H)").format(m=head, n=n)
             self.statusBar().showMessage(message, 10000)
-        self._update_actions()
         self.runs.dataset_ready(info)
 
     @Slot(str)
@@ -1091,22 +729,6 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(message, 10000)
 
     # ================================================================== paths / drops =====
-
-    @staticmethod
-    def classify_paths(paths: Sequence[str]) -> str:
-        """What dropping ``paths`` means: "model", "data", "images" or "" (nothing usable)."""
-        for path in paths:
-            p = Path(path)
-            if p.is_dir() and (p / MODEL_FOLDER_MARKER).is_file():
-                return "model"
-            if p.is_file() and (p.suffix.lower() in MODEL_FILE_SUFFIXES or p.name == MODEL_FOLDER_MARKER):
-                return "model"
-        folders = [Path(p) for p in paths if Path(p).is_dir()]
-        if any(not _is_flat_image_folder(folder) for folder in folders):
-            return "data"  # class subfolders: training images
-        if folders or any(Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES for p in paths):
-            return "images"  # loose images, or a folder of them: try the model on them
-        return ""
 
     def page_handles_drop(self, widget: QObject, route: str) -> bool:
         """Whether the page under the cursor handles this kind of drop itself."""
@@ -1118,24 +740,13 @@ class MainWindow(QMainWindow):
 
     def open_paths(self, paths: Sequence[str]) -> str:
         """Open dropped or given paths: a model, an image folder, or images to try."""
-        route = self.classify_paths(paths)
+        route = classify_paths(paths)
         if route == "model":
-            for path in paths:
-                p = Path(path)
-                if (p.is_dir() and (p / MODEL_FOLDER_MARKER).is_file()) or (
-                    p.is_file() and (p.suffix.lower() in MODEL_FILE_SUFFIXES or p.name == MODEL_FOLDER_MARKER)
-                ):
-                    self.load_model(str(p.parent if p.name == MODEL_FOLDER_MARKER else p))
-                    break
+            self.load_model(model_path(paths) or "")
         elif route == "data":
-            folder = next(p for p in paths if Path(p).is_dir() and not _is_flat_image_folder(Path(p)))
-            self.open_data_folder(folder)
+            self.open_data_folder(training_folder(paths) or "")
         elif route == "images":
-            images = [
-                p for p in paths
-                if Path(p).is_dir() or (Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES)
-            ]
-            self.try_images(images)
+            self.try_images(image_paths(paths))
         else:
             self.statusBar().showMessage(
                 self.tr("Nothing to open there: drop a model file, an image folder or images."), 8000
@@ -1154,28 +765,21 @@ class MainWindow(QMainWindow):
 
         self._when_panels_ready(send)
 
-    def _cached_route(self, paths: list[str]) -> str:
-        key = tuple(paths)
-        if getattr(self, "_route_cache", ((), ""))[0] != key:
-            self._route_cache = (key, self.classify_paths(paths))
-        return self._route_cache[1]
-
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt override
-        paths = _local_paths(event.mimeData().urls()) if event.mimeData().hasUrls() else []
-        if paths and self._cached_route(paths):
-            event.acceptProposedAction()
-        else:
-            event.ignore()
+        self._accept_if_usable(event)
 
     def dragMoveEvent(self, event: QDragMoveEvent) -> None:  # noqa: N802 - Qt override
-        paths = _local_paths(event.mimeData().urls()) if event.mimeData().hasUrls() else []
-        if paths and self._cached_route(paths):
+        self._accept_if_usable(event)
+
+    def _accept_if_usable(self, event: QDragEnterEvent | QDragMoveEvent) -> None:
+        paths = local_paths(event.mimeData().urls()) if event.mimeData().hasUrls() else []
+        if paths and self._drop_router.route(paths):
             event.acceptProposedAction()
         else:
             event.ignore()
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt override
-        paths = _local_paths(event.mimeData().urls()) if event.mimeData().hasUrls() else []
+        paths = local_paths(event.mimeData().urls()) if event.mimeData().hasUrls() else []
         if not paths:
             event.ignore()
             return
@@ -1235,8 +839,7 @@ class MainWindow(QMainWindow):
 
     def set_last_run_dir(self, folder: str | None) -> None:
         """The run the window shows now (Save run as… copies it)."""
-        self._last_run_dir = folder
-        self._update_actions()
+        self.state.update(run_dir=folder)
 
     def show_page(self, key: str) -> None:
         """Bring a page to the front: "data", "train", "results", "try" or "runs"."""
@@ -1255,215 +858,34 @@ class MainWindow(QMainWindow):
         return self.runs.compare(folder)
 
     def start_training(self, config: Any, *, run_dir: Path | None = None, resume: bool = False) -> bool:
-        """Train the loaded model on the loaded image folder with ``config`` (a TrainConfig);
-        ``resume`` continues the run in ``run_dir`` (the loaded model must be that run's)."""
-        if self.is_training() or self._closing:
-            return False
-        loaded = self.controller.loaded
-        dataset = self.dataset()
-        if loaded is None:
-            self.show_error(self.tr("No model"), self.tr("Load a model first (the list on the left, or File ▸ Open model)."))
-            return False
-        if dataset is None:
-            self.show_error(self.tr("No images"), self.tr("Choose an image folder first (the Data page, or drop a folder on the window)."))
-            return False
-        if self.is_loading() or self.is_model_busy():
-            self.statusBar().showMessage(self.tr("Wait for the current job to finish."), 5000)
-            return False
-        if not self.controller.heads:
-            self.show_error(self.tr("No head"), self.tr("No classifier head is known; right-click a layer → Use as head."))
-            return False
-        names = tuple(dataset.class_names)
-        n = len(names)
-        wrong = [h for h in self.controller.heads if h.out_features != n]
-        if resume:
-            wrong = []  # the run's own head; fit refuses a folder of other classes with a sentence
-        if wrong:
-            from headswap_gui.core.heads import HeadSpec
-
-            old = wrong[0].out_features
-            if not self.replace_head(
-                HeadSpec(), n, names, text=self.tr("Replace head for training (Linear, {n} classes)").format(n=n),
-                seed=config.seed,
-            ):
-                return False
-            self.statusBar().showMessage(
-                self.tr("The head had {old} outputs; it was replaced with a Linear head for the {n} classes "
-                        "(Edit ▸ Undo puts it back, Ctrl+H chooses another design).").format(old=old, n=n),
-                20000,
-            )
-        elif loaded.class_names != names:
-            loaded.class_names = names
-        run_dir = run_dir if run_dir is not None else self._new_run_dir()
-        try:
-            self.settings.set_last_hyperparameters(config.to_dict())
-        except AttributeError:
-            pass
-        self._train_config, self._train_dataset = config, dataset
-        self._last_finished = None
-        if self.plots_view is not None and not resume:  # a resumed run continues its restored curves
-            self.plots_view.clear()
-        # The last results stay until the run has a better answer; they say they are older.
-        self.controller.bump_version("a new run started")
-
-        heads = self.controller.heads
-
-        def factory(stop: threading.Event) -> Iterator[object]:
-            from headswap_gui.core import training
-
-            return training.fit(loaded, dataset, config, run_dir, stop=stop, heads=heads, resume=resume)
-
-        runner = self._start_runner("train", leased(self.model_lease, "train", factory))
-        runner.eventEmitted.connect(self._on_train_runner_eventEmitted)
-        runner.failed.connect(self._on_train_runner_failed)
-        runner.finished.connect(self._on_train_runner_finished)
-        self.controller.set_busy(True)
-        self._set_training_ui(True)
-        self.tabs.setCurrentIndex(self._tab_keys.index(_TAB_TRAIN))
-        self.trainingStarted.emit()
-        return True
+        """Train with ``config`` (a TrainConfig); see :meth:`TrainingController.start`."""
+        return self.training.start(config, run_dir=run_dir, resume=resume)
 
     def stop_training(self) -> None:
-        runner = self._runners.get("train")
-        if runner is not None and runner.is_running():
-            runner.request_stop()
-            self.statusBar().showMessage(self.tr("Stopping after the current step…"))
+        self.training.stop()
 
-    def _new_run_dir(self) -> Path:
-        from headswap_gui.core.run_index import new_run_folder
+    def evaluate_model(self, config: Any, dataset: Any) -> None:
+        """Evaluate the model on the validation split off-thread; fills the Results page."""
+        self.training.evaluate(config, dataset)
 
-        return new_run_folder(self._runs_root)  # None: the runs folder the CLI lists too
-
-    def _set_training_ui(self, running: bool) -> None:
+    def set_training_ui(self, running: bool) -> None:
+        """Pages that use the model or the data step aside while a run owns them."""
         if self.training_panel is not None:
             self.training_panel.set_running(running)
         self.model_panel.set_editing_enabled(not running)
         self.model_panel.set_training(running)
         if self.try_panel is not None:
-            if running:
-                self.try_panel.set_model(None)  # the worker owns the model now
+            self.give_model_to_pages()  # none while training: the worker owns the model
             self.try_panel.setEnabled(not running)
         if self.data_panel is not None:
             self.data_panel.setEnabled(not running)
         self.runs_panel.set_busy(running)
         if not running:
             self.runs_panel.refresh()  # the finished run with its figures (a new one shows at RunStarted)
-        self._update_actions()
 
-    @Slot(object)
-    def _on_train_runner_eventEmitted(self, event: object) -> None:
-        if not self._is_current("train"):
-            return
-        from headswap_gui.core.events import Note, RunFinished, RunStarted
-
-        if self.training_panel is not None:
-            self.training_panel.add_event(event)
-        if self.plots_view is not None:
-            self.plots_view.add_event(event)
-        if isinstance(event, RunStarted):
-            self._last_run_dir = event.run_dir
-            self.runs_panel.refresh()
-            if event.run_dir:
-                self.runs_panel.select_folder(event.run_dir)
-            self._device_text = event.device
-            self._update_device_label()
-            self.controller.refresh_tree()  # the backbone is frozen now: show it
-            self.statusBar().showMessage(
-                self.tr("Training on {device}: {train} training and {val} validation images.").format(
-                    device=event.device, train=f"{event.train_size:,}", val=f"{event.val_size:,}"
-                ),
-                10000,
-            )
-        elif isinstance(event, Note):
-            self.controller.refresh_tree()
-            self.statusBar().showMessage(event.message, 10000)
-        elif isinstance(event, RunFinished):
-            self._last_finished = event
-            if event.run_dir:
-                self._last_run_dir = event.run_dir
-            self.statusBar().showMessage(event.message, 20000)
-
-    @Slot(str)
-    def _on_train_runner_failed(self, message: str) -> None:
-        if not self._is_current("train"):
-            return
-        if not self._closing:
-            self.show_error(self.tr("Training stopped with an error"), _with_hint(message, self._runners["train"].error))
-
-    @Slot()
-    def _on_train_runner_finished(self) -> None:
-        if not self._is_current("train"):
-            return
-        self.controller.set_busy(False)
-        self._set_training_ui(False)
-        loaded = self.controller.loaded
-        if loaded is not None:
-            self.controller.refresh_tree()
-            self._give_model_to_try_panel()
-        finished = self._last_finished
-        config = self._train_config
-        if finished is not None and finished.best_epoch is not None:
-            self.controller.bump_version(f"run {Path(finished.run_dir or '').name} trained it")
-            self.controller.mark_heads_trained()
-        if (
-            loaded is not None and finished is not None and finished.best_epoch is not None
-            and config is not None and config.image_size
-            and config.image_size != loaded.preprocessing.input_size
-        ):
-            # The weights now expect the training size; Try it, export and the run folder agree.
-            loaded.preprocessing = loaded.preprocessing.with_input_size(config.image_size)
-            self._give_model_to_try_panel()
-        self.trainingFinished.emit(finished)
-        if (
-            not self._closing
-            and finished is not None
-            and finished.best_epoch is not None
-            and loaded is not None
-            and self._train_dataset is not None
-        ):
-            self.evaluate_model(self._train_config, self._train_dataset)
-
-    def evaluate_model(self, config: Any, dataset: Any) -> None:
-        """Evaluate the model on the validation split off-thread; fills the Results page."""
-        loaded = self.controller.loaded
-        if loaded is None:
-            return
-        self._train_config, self._train_dataset = config, dataset  # what the results describe
-        runner = self._start_runner(
-            "eval", leased(self.model_lease, "evaluate", _evaluation_events(loaded, dataset, config, self.controller.version)), stop_grace_s=0.0
-        )
-        runner.eventEmitted.connect(self._on_eval_runner_eventEmitted)
-        runner.failed.connect(self._on_eval_runner_failed)
-        self.controller.set_busy(True)
-        runner.finished.connect(lambda: self.controller.set_busy(self.is_training()))
-        self._update_actions()
-
-    @Slot(object)
-    def _on_eval_runner_eventEmitted(self, event: object) -> None:
-        if not self._is_current("eval"):
-            return
-        if isinstance(event, LoadStage):
-            self.statusBar().showMessage(event.text, 10000)
-        elif isinstance(event, EvaluationReady):
-            self._last_eval_paths = event.paths
-            if self.results_panel is not None:
-                result = event.result
-                self.results_panel.set_results(
-                    event.class_names, event.paths, result.targets, result.predictions,
-                    result.probabilities, result.losses, model_version=event.model_version,
-                )
-            self.statusBar().showMessage(
-                self.tr("Validation accuracy {acc:.1%} on {n} images — see the Results page.").format(
-                    acc=event.result.accuracy, n=len(event.paths)
-                ),
-                15000,
-            )
-            self.resultsReady.emit(event)
-
-    @Slot(str)
-    def _on_eval_runner_failed(self, message: str) -> None:
-        if self._is_current("eval") and not self._closing:
-            self.show_error(self.tr("Could not evaluate the model"), message)
+    def set_device_text(self, device: str) -> None:
+        self._device_text = device
+        self._update_device_label()
 
     # ================================================================== files =============
 
@@ -1490,7 +912,7 @@ class MainWindow(QMainWindow):
 
     def save_run_as(self, target: str | None = None) -> str | None:
         """Copy the last run folder to ``target`` (asked for when not given)."""
-        source = self._last_run_dir
+        source = self.state.run_dir
         if not source or not Path(source).is_dir():
             self.show_error(self.tr("No run to save"), self.tr("Train a model first; each run is saved in its own folder."))
             return None
@@ -1523,16 +945,15 @@ class MainWindow(QMainWindow):
         if loaded is None or self.is_model_busy():
             return False
         if answer is None:
-            run = Path(self._last_run_dir).name if self._last_run_dir else ""
+            run = Path(self.state.run_dir).name if self.state.run_dir else ""
             name = run or Path(loaded.source.replace(":", "_")).name
             answer = ExportPrompt.ask(self, str(Path.home() / f"{name}.onnx"))
         if answer is None:
             return False
         fmt, path = answer
-        images = list(self._last_eval_paths[:8])
-        runner = self._start_runner(
-            "export", leased(self.model_lease, "export", _export_events(loaded, fmt, path, images)), stop_grace_s=0.0
-        )
+        evaluation = self.state.evaluation
+        images = list(evaluation.paths[:8]) if evaluation is not None else []
+        runner = self.jobs.start("export", export_events(loaded, fmt, path, images), lease_as="export", stop_grace_s=0.0)
         runner.eventEmitted.connect(self._on_export_runner_eventEmitted)
         runner.failed.connect(self._on_export_runner_failed)
         self._update_actions()
@@ -1542,7 +963,7 @@ class MainWindow(QMainWindow):
     def _on_export_runner_eventEmitted(self, event: object) -> None:
         if isinstance(event, LoadStage):
             self.statusBar().showMessage(event.text)
-        elif isinstance(event, _Done):
+        elif isinstance(event, JobDone):
             report = event.value
             describe = getattr(report, "describe", None)
             text = describe() if callable(describe) else str(report)
@@ -1595,6 +1016,10 @@ class MainWindow(QMainWindow):
 
     # ================================================================== status ============
 
+    def _on_state_changed(self, field: str) -> None:
+        if field in ("loaded", "heads", "dataset", "run_dir"):
+            self._update_actions()
+
     @Slot()
     def _update_actions(self, *_args: object) -> None:
         busy = self.is_model_busy()
@@ -1607,7 +1032,7 @@ class MainWindow(QMainWindow):
             model_busy=busy,
             can_undo=self.undo_stack.canUndo(),
             can_redo=self.undo_stack.canRedo(),
-            has_run=bool(self._last_run_dir),
+            has_run=bool(self.state.run_dir),
         ))
         self.open_model_action.setEnabled(states.open_model)
         self.recent_menu.setEnabled(states.open_model)
@@ -1685,32 +1110,15 @@ class MainWindow(QMainWindow):
         self.closed.emit()
 
     def shutdown(self, timeout_ms: int = _CLOSE_WAIT_MS) -> bool:
-        """Stop every job of the window and wait for each (window close, ``aboutToQuit``)."""
+        """Stop every job of the process at once, then wait for them against one deadline
+        (window close, ``aboutToQuit``); True when all ended in time."""
         self._closing = True
-        for runner in running_runners():  # every job of the process, the panels' too: all stop at once
-            runner.request_stop()
-        runners = [r for r in self._runners.values() if r.is_running()]
-        ok = all([runner.wait(timeout_ms) for runner in runners])
+        deadline = time.monotonic() + timeout_ms / 1000
+        ok = self.jobs.stop_all(timeout_ms)  # asks the panels' jobs to stop too
         for panel in (self.data_panel, self.results_panel, self.try_panel, self.model_panel):
             if panel is not None:
-                ok = panel.shutdown(timeout_ms) and ok
+                ok = panel.shutdown(max(0, int((deadline - time.monotonic()) * 1000))) and ok
         return ok
-
-
-def _is_flat_image_folder(folder: Path) -> bool:
-    """A folder with images directly inside and no subfolders (not a class-per-folder set)."""
-    try:
-        with os.scandir(folder) as entries:
-            has_image = False
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir():
-                    return False
-                has_image = has_image or Path(entry.name).suffix.lower() in IMAGE_SUFFIXES
-            return has_image
-    except OSError:
-        return False
 
 
 def _scrollable(widget: QWidget) -> QWidget:

@@ -118,7 +118,8 @@ def window(qtbot, isolated_settings, tmp_path, monkeypatch) -> Iterator["MainWin
     """The real main window with every page built, private settings and run folder, shown."""
     from PySide6.QtWidgets import QMessageBox
 
-    from headswap_gui.gui.main_window import MainWindow, ReplaceTrainedHeadQuestion, StopTrainingQuestion
+    from headswap_gui.gui.main_window import MainWindow
+    from headswap_gui.gui.prompts import ReplaceTrainedHeadQuestion, StopTrainingQuestion
     from headswap_gui.gui.settings import AppSettings
 
     # A failing test may leave training running; closing must then never wait on a modal question.

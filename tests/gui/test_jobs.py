@@ -12,6 +12,7 @@ from PIL import Image
 from headswap_gui.core import training
 from headswap_gui.gui.jobs import ModelLease, leased
 from headswap_gui.gui.main_window import MainWindow
+from headswap_gui.gui.worker import running_runners
 
 from test_main_window import LOAD_MS, TINY, load, open_folder
 
@@ -112,7 +113,7 @@ def test_export_waits_for_predictions(qtbot, window, many_images, tmp_path):
     load(qtbot, window, TINY)
     _predictions_under_way(qtbot, window, many_images)
     assert window.export_model(("torchscript", str(tmp_path / "m.pt")))
-    qtbot.waitUntil(lambda: not window.runners()["export"].is_running(), timeout=LOAD_MS)
+    qtbot.waitUntil(lambda: not window.jobs.runners()["export"].is_running(), timeout=LOAD_MS)
     turns = _turns(window.model_lease.history(), "export")
     assert turns[-2:] == [("released", "predict"), ("acquired", "export")]
     assert (tmp_path / "m.pt").is_file()
@@ -159,3 +160,42 @@ def test_the_windows_seed_trains_the_same_weights_as_the_cli(qtbot, window, colo
 
     a, b = weights(window_run), weights(cli_run)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_loads_never_overlap_and_the_last_request_wins(qtbot, window):
+    starts: list[int] = []
+
+    def on_started(key: str) -> None:
+        if key == "load":  # the previous load has ended before the next one starts
+            starts.append(sum(r.objectName() == "loadRunner" for r in running_runners()))
+
+    window.jobs.jobStarted.connect(on_started)
+    for source in ("torchvision:resnet18", "timm:test_vit", TINY):
+        assert window.load_model(source)
+    with qtbot.waitSignal(window.loads.loadEnded, timeout=LOAD_MS):
+        pass
+    assert window.controller.loaded.source == TINY
+    assert starts == [1, 1]  # the second request was replaced by the third while it waited
+
+
+def test_closing_asks_every_job_to_stop_before_waiting_for_any(qtbot, window):
+    stops: dict[str, threading.Event] = {}
+    both_started = threading.Barrier(3)
+    seen_at_exit: dict[str, bool] = {}
+
+    def job(name: str, other: str):
+        def factory(stop):
+            stops[name] = stop
+            both_started.wait(timeout=10)
+            while not stop.wait(0.01):
+                yield name
+            seen_at_exit[name] = stops[other].is_set()  # the other job was told before anyone waited
+
+        return factory
+
+    window.jobs.start("first", job("first", "second"), stop_grace_s=0.0)
+    window.jobs.start("second", job("second", "first"), stop_grace_s=0.0)
+    both_started.wait(timeout=10)
+    assert window.jobs.stop_all(10_000)
+    assert seen_at_exit == {"first": True, "second": True}
+    assert not running_runners()

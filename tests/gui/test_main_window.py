@@ -21,9 +21,10 @@ from headswap_gui.core import training
 from headswap_gui.core.heads import HeadSpec
 from headswap_gui.core.runs import save_model_folder
 from headswap_gui.core.sources import STATE_DICT_SUFFIXES, load_model, swap_head
-from headswap_gui.gui import main_window as main_window_module
+from headswap_gui.gui import drops
 from headswap_gui.gui.head_dialog import HeadChoice, HeadDialog
-from headswap_gui.gui.main_window import MainWindow, StopTrainingQuestion
+from headswap_gui.gui.main_window import MainWindow
+from headswap_gui.gui.prompts import ArchitecturePrompt, StopTrainingQuestion
 from headswap_gui.gui.settings import AppSettings
 from headswap_gui.gui.worker import running_runners
 
@@ -226,7 +227,7 @@ def test_model_folder_and_file_drops_load_the_model(qtbot, window: MainWindow, t
     with qtbot.waitSignal(window.modelLoaded, timeout=LOAD_MS):
         drop(window, [folder / "model.safetensors"])
     assert window.controller.loaded.source == str(folder)
-    assert main_window_module.MODEL_FILE_SUFFIXES == STATE_DICT_SUFFIXES
+    assert drops.MODEL_FILE_SUFFIXES == STATE_DICT_SUFFIXES
 
 
 def test_bare_weights_file_asks_for_the_architecture(qtbot, window: MainWindow, tmp_path: Path, monkeypatch) -> None:
@@ -237,7 +238,7 @@ def test_bare_weights_file_asks_for_the_architecture(qtbot, window: MainWindow, 
     save_file({k: v.contiguous() for k, v in loaded.model.state_dict().items()}, str(path))
     asked: list[str] = []
     monkeypatch.setattr(
-        main_window_module.ArchitecturePrompt, "ask",
+        ArchitecturePrompt, "ask",
         classmethod(lambda cls, parent, p, choices: asked.append(p) or TINY),
     )
     with qtbot.waitSignal(window.modelLoaded, timeout=LOAD_MS):
@@ -253,10 +254,10 @@ def test_image_drop_goes_to_the_try_page(qtbot, window: MainWindow, image_folder
     assert window.tabs.currentWidget() is window.try_panel
     assert window.try_panel.image_paths() == [str(p) for p in images]
     qtbot.waitUntil(lambda: window.try_panel.prediction_count() == 2, timeout=LOAD_MS)
-    assert MainWindow.classify_paths([str(image_folder / "cats" / "notes.txt")]) == ""
+    assert drops.classify_paths([str(image_folder / "cats" / "notes.txt")]) == ""
     # A folder of loose images is something to try; a folder of class folders is training data.
-    assert MainWindow.classify_paths([str(image_folder / "dogs")]) == "images"
-    assert MainWindow.classify_paths([str(image_folder)]) == "data"
+    assert drops.classify_paths([str(image_folder / "dogs")]) == "images"
+    assert drops.classify_paths([str(image_folder)]) == "data"
     window.tabs.setCurrentIndex(0)
     drop(window.data_panel, [image_folder / "dogs"])
     assert window.tabs.currentWidget() is window.try_panel
@@ -351,7 +352,7 @@ def test_short_real_training_run_fills_the_results(qtbot, window: MainWindow, im
     assert window.controller.loaded.preprocessing.input_size == 32  # the size it was trained at
     assert window.export_action.isEnabled()
     assert window.export_model(("torchscript", str(tmp_path / "m.pt")))
-    qtbot.waitUntil(lambda: not window.runners()["export"].is_running(), timeout=LOAD_MS)
+    qtbot.waitUntil(lambda: not window.jobs.runners()["export"].is_running(), timeout=LOAD_MS)
     assert window.last_export is not None and window.last_export.max_abs_logit_difference < 1e-3
     assert window.last_export.sample_source == "given images"  # the validation images
     assert window.model_panel.tree_model.root_record().find("conv_stem").trainable_params == 0  # frozen shows

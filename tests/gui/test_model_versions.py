@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from headswap_gui.core import training
 from headswap_gui.core.heads import HeadSpec
-from headswap_gui.gui.main_window import ReplaceTrainedHeadQuestion
+from headswap_gui.gui.prompts import ReplaceTrainedHeadQuestion
 
 from test_jobs import colour_folder  # noqa: F401 - a fixture
 from test_main_window import LOAD_MS, TINY, load, open_folder

@@ -1,0 +1,236 @@
+"""Training and evaluating in the window: the run's job, its events, and the results after it.
+
+``start`` checks the state, swaps the head when the class count differs (one undoable step,
+seeded like the CLI), picks a run folder and starts ``core.training.fit`` as the ``"train"``
+job holding the model lease. Events go to the Train page and the plots as they come. When
+the run ends with a kept epoch, the model's version moves on (its weights are the best
+epoch's) and an ``"eval"`` job computes the validation results of that version, which go into
+the state and the Results page.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+from PySide6.QtCore import QCoreApplication, QObject, Signal, Slot
+
+from headswap_gui.gui.job_events import LoadStage, evaluation_events
+from headswap_gui.gui.load_controller import with_window_hint
+from headswap_gui.gui.state import Evaluation
+
+if TYPE_CHECKING:
+    from headswap_gui.gui.main_window import MainWindow
+
+__all__ = ["TrainingController"]
+
+
+class TrainingController(QObject):
+    """Signals: ``trainingStarted()``, ``trainingFinished(object)`` (the RunFinished event, or
+    None when the run ended without one), ``resultsReady(object)`` (an :class:`Evaluation`)."""
+
+    trainingStarted = Signal()
+    trainingFinished = Signal(object)
+    resultsReady = Signal(object)
+
+    def __init__(self, window: MainWindow, runs_root: Path | None) -> None:
+        super().__init__(window)
+        self._window = window
+        self._runs_root = runs_root  # None: the runs folder the CLI lists too
+        self._config: Any = None  # what the current run (or evaluation) uses
+        self._dataset: Any = None
+        self._finished: Any = None  # the RunFinished of the current run
+
+    @staticmethod
+    def tr(text: str) -> str:  # noqa: D102 - Qt's translation hook
+        return QCoreApplication.translate("TrainingController", text)
+
+    def is_training(self) -> bool:
+        return self._window.jobs.is_running("train")
+
+    # -- training -----------------------------------------------------------------------------
+
+    def start(self, config: Any, *, run_dir: Path | None = None, resume: bool = False) -> bool:
+        """Train the loaded model on the loaded image folder with ``config`` (a TrainConfig);
+        ``resume`` continues the run in ``run_dir`` (the loaded model must be that run's)."""
+        window = self._window
+        controller = window.controller
+        if self.is_training() or window.is_closing():
+            return False
+        loaded = controller.loaded
+        dataset = window.dataset()
+        if loaded is None:
+            window.show_error(self.tr("No model"), self.tr("Load a model first (the list on the left, or File ▸ Open model)."))
+            return False
+        if dataset is None:
+            window.show_error(self.tr("No images"), self.tr("Choose an image folder first (the Data page, or drop a folder on the window)."))
+            return False
+        if window.is_loading() or window.is_model_busy():
+            window.statusBar().showMessage(self.tr("Wait for the current job to finish."), 5000)
+            return False
+        if not controller.heads:
+            window.show_error(self.tr("No head"), self.tr("No classifier head is known; right-click a layer → Use as head."))
+            return False
+        names = tuple(dataset.class_names)
+        wrong = [] if resume else [h for h in controller.heads if h.out_features != len(names)]
+        if wrong:  # a resumed run keeps its own head; fit refuses a folder of other classes
+            if not self._fit_head_to(names, wrong[0].out_features, config.seed):
+                return False
+        elif loaded.class_names != names:
+            loaded.class_names = names
+        if run_dir is None:
+            from headswap_gui.core.run_index import new_run_folder
+
+            run_dir = new_run_folder(self._runs_root)
+        window.settings.set_last_hyperparameters(config.to_dict())
+        self._config, self._dataset, self._finished = config, dataset, None
+        if window.plots_view is not None and not resume:  # a resumed run continues its restored curves
+            window.plots_view.clear()
+        # The last results stay until the run has a better answer; they say they are older.
+        controller.bump_version("a new run started")
+        heads = controller.heads
+
+        def factory(stop: threading.Event) -> Iterator[object]:
+            from headswap_gui.core import training
+
+            return training.fit(loaded, dataset, config, run_dir, stop=stop, heads=heads, resume=resume)
+
+        runner = window.jobs.start("train", factory, lease_as="train")
+        runner.eventEmitted.connect(self._on_train_eventEmitted)
+        runner.failed.connect(self._on_train_failed)
+        runner.finished.connect(self._on_train_finished)
+        window.set_training_ui(True)
+        window.show_page("train")
+        self.trainingStarted.emit()
+        return True
+
+    def _fit_head_to(self, names: tuple[str, ...], old: int, seed: int) -> bool:
+        from headswap_gui.core.heads import HeadSpec
+
+        n = len(names)
+        window = self._window
+        if not window.replace_head(
+            HeadSpec(), n, names, text=self.tr("Replace head for training (Linear, {n} classes)").format(n=n), seed=seed,
+        ):
+            return False
+        window.statusBar().showMessage(
+            self.tr("The head had {old} outputs; it was replaced with a Linear head for the {n} classes "
+                    "(Edit ▸ Undo puts it back, Ctrl+H chooses another design).").format(old=old, n=n),
+            20000,
+        )
+        return True
+
+    def stop(self) -> None:
+        if self._window.jobs.stop("train"):
+            self._window.statusBar().showMessage(self.tr("Stopping after the current step…"))
+
+    def _is_current(self, key: str) -> bool:
+        return self._window.jobs.is_current(key, self.sender())
+
+    @Slot(object)
+    def _on_train_eventEmitted(self, event: object) -> None:
+        if not self._is_current("train"):
+            return
+        from headswap_gui.core.events import Note, RunFinished, RunStarted
+
+        window = self._window
+        if window.training_panel is not None:
+            window.training_panel.add_event(event)
+        if window.plots_view is not None:
+            window.plots_view.add_event(event)
+        if isinstance(event, RunStarted):
+            window.state.update(run_dir=event.run_dir)
+            window.runs_panel.refresh()
+            if event.run_dir:
+                window.runs_panel.select_folder(event.run_dir)
+            window.set_device_text(event.device)
+            window.controller.refresh_tree()  # the backbone is frozen now: show it
+            window.statusBar().showMessage(
+                self.tr("Training on {device}: {train} training and {val} validation images.").format(
+                    device=event.device, train=f"{event.train_size:,}", val=f"{event.val_size:,}"
+                ),
+                10000,
+            )
+        elif isinstance(event, Note):
+            window.controller.refresh_tree()
+            window.statusBar().showMessage(event.message, 10000)
+        elif isinstance(event, RunFinished):
+            self._finished = event
+            if event.run_dir:
+                window.state.update(run_dir=event.run_dir)
+            window.statusBar().showMessage(event.message, 20000)
+
+    @Slot(str)
+    def _on_train_failed(self, message: str) -> None:
+        window = self._window
+        if self._is_current("train") and not window.is_closing():
+            error = window.jobs.runner("train").error
+            window.show_error(self.tr("Training stopped with an error"), with_window_hint(message, error))
+
+    @Slot()
+    def _on_train_finished(self) -> None:
+        if not self._is_current("train"):
+            return
+        window = self._window
+        controller = window.controller
+        window.set_training_ui(False)
+        loaded = controller.loaded
+        finished, config = self._finished, self._config
+        kept = loaded is not None and finished is not None and finished.best_epoch is not None
+        if kept:
+            controller.bump_version(f"run {Path(finished.run_dir or '').name} trained it")
+            controller.mark_heads_trained()
+            if config.image_size and config.image_size != loaded.preprocessing.input_size:
+                # The weights now expect the training size; Try it, export and the run folder agree.
+                loaded.preprocessing = loaded.preprocessing.with_input_size(config.image_size)
+        if loaded is not None:
+            controller.refresh_tree()
+            window.give_model_to_pages()
+        self.trainingFinished.emit(finished)
+        if kept and not window.is_closing() and self._dataset is not None:
+            self.evaluate(config, self._dataset)
+
+    # -- evaluation ---------------------------------------------------------------------------
+
+    def evaluate(self, config: Any, dataset: Any) -> None:
+        """Evaluate the model on the validation split off-thread; fills the Results page."""
+        window = self._window
+        loaded = window.controller.loaded
+        if loaded is None:
+            return
+        self._config, self._dataset = config, dataset  # what the results describe
+        runner = window.jobs.start(
+            "eval", evaluation_events(loaded, dataset, config, window.controller.version),
+            lease_as="evaluate", stop_grace_s=0.0,
+        )
+        runner.eventEmitted.connect(self._on_eval_eventEmitted)
+        runner.failed.connect(self._on_eval_failed)
+
+    @Slot(object)
+    def _on_eval_eventEmitted(self, event: object) -> None:
+        if not self._is_current("eval"):
+            return
+        window = self._window
+        if isinstance(event, LoadStage):
+            window.statusBar().showMessage(event.text, 10000)
+        elif isinstance(event, Evaluation):
+            window.state.update(evaluation=event)
+            if window.results_panel is not None:
+                result = event.result
+                window.results_panel.set_results(
+                    event.class_names, event.paths, result.targets, result.predictions,
+                    result.probabilities, result.losses, model_version=event.model_version,
+                )
+            window.statusBar().showMessage(
+                self.tr("Validation accuracy {acc:.1%} on {n} images — see the Results page.").format(
+                    acc=event.result.accuracy, n=len(event.paths)
+                ),
+                15000,
+            )
+            self.resultsReady.emit(event)
+
+    @Slot(str)
+    def _on_eval_failed(self, message: str) -> None:
+        if self._is_current("eval") and not self._window.is_closing():
+            self._window.show_error(self.tr("Could not evaluate the model"), message)
