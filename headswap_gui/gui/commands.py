@@ -99,7 +99,7 @@ class ModelController(QObject):
     def mark_heads_trained(self) -> None:
         """The current head modules hold trained weights (a finished run, or a run folder)."""
         ids = {id(module) for module in self.state.head_modules()}
-        self.state.update(trained_head_ids=self.state.trained_head_ids | ids)
+        self.state.update(trained_head_ids=self.state.trained_head_ids | ids, new_head_ids=self.state.new_head_ids - ids)
 
     def head_is_trained(self) -> bool:
         return self.state.head_is_trained()
@@ -120,7 +120,7 @@ class ModelController(QObject):
         """Install a freshly loaded model with what the loader found (tree built if missing)."""
         self.state.update(
             loaded=loaded, heads=tuple(heads), output_shapes=dict(output_shapes or {}), tree=None,
-            trained_head_ids=frozenset(),
+            trained_head_ids=frozenset(), new_head_ids=frozenset(),
         )
         if loaded is not None and loaded.metadata.get("epochs"):
             self.mark_heads_trained()  # a run folder: its heads were trained
@@ -299,6 +299,8 @@ class SwapHeadCommand(QUndoCommand):
         for head in heads:
             after.shapes.update(controller.head_subtree_shapes(head.path, after.modules[head.path], head))
         self._before, self._after = before, after
+        state = controller.state
+        state.update(new_head_ids=state.new_head_ids | {id(m) for m in after.modules.values()})
         controller.install(after)
 
     def undo(self) -> None:

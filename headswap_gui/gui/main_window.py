@@ -588,6 +588,7 @@ class MainWindow(QMainWindow):
         """The pages that use the model get it (or None while a job owns it)."""
         loaded = self.controller.loaded
         if self.try_panel is not None:
+            self.try_panel.set_head_is_new(self.state.head_is_new())
             self.try_panel.set_model(None if self.is_training() else loaded)
         if loaded is not None and self.training_panel is not None:
             self.training_panel.set_model_input_size(loaded.preprocessing.input_size)

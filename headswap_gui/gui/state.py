@@ -45,6 +45,7 @@ class WorkbenchState:
     tree: LayerRecord | None = None
     version: int = 0  # moves with every kept change of weights or heads
     trained_head_ids: frozenset[int] = frozenset()  # id() of head modules that hold trained weights
+    new_head_ids: frozenset[int] = frozenset()  # id() of head modules built here and never trained
     dataset: DatasetInfo | None = None
     run_dir: str | None = None  # the run the window shows (Save run as… copies it)
     evaluation: Evaluation | None = None
@@ -83,6 +84,11 @@ class WorkbenchState:
         """Whether a current head module is one that was trained. By module identity, not by
         the last action: undo brings a trained module back, and with it this answer."""
         return any(id(module) in self.trained_head_ids for module in self.head_modules())
+
+    def head_is_new(self) -> bool:
+        """Whether a current head module was built here from random weights and has not been
+        trained since: its predictions mean nothing yet, and the pages say so."""
+        return any(id(module) in self.new_head_ids for module in self.head_modules())
 
     def evaluation_is_current(self) -> bool:
         """Whether the last evaluation describes the model as it is now."""

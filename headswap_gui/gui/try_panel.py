@@ -315,6 +315,7 @@ class TryPanel(QWidget):
         self.setAccessibleName(self.tr("Try the model on images"))
         self.setAcceptDrops(True)
         self._loaded: Any = None
+        self._head_is_new = False  # the head was swapped in here and not trained since
         self._runner: GeneratorRunner | None = None
         self.model_lease: ModelLease | None = None  # the window's: predictions wait their turn on the model
         self._pending: list[str] = []
@@ -405,6 +406,11 @@ class TryPanel(QWidget):
         """
         self._loaded = loaded
         self._restart_all()
+        self._update_status()
+
+    def set_head_is_new(self, new: bool) -> None:
+        """Say, above the predictions, that the head has random weights (swapped, not trained)."""
+        self._head_is_new = new
         self._update_status()
 
     def has_model(self) -> bool:
@@ -526,6 +532,8 @@ class TryPanel(QWidget):
             names = getattr(self._loaded, "class_names", None)
             classes = self.tr(", %n classes", "", len(names)) if names else ""
             text = self.tr("Model: {source}{classes}").format(source=getattr(self._loaded, "source", "?"), classes=classes)
+            if self._head_is_new:
+                text += " · <b>" + self.tr("the new head is untrained: predictions are random until you train it") + "</b>"
         n = len(self._model.paths())
         if n:
             text += " · " + self.tr("%n image(s)", "", n)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from PySide6.QtWidgets import QLabel
+
 from headswap_gui.core import training
 from headswap_gui.core.heads import HeadSpec
 from headswap_gui.gui.prompts import ReplaceTrainedHeadQuestion
@@ -29,10 +31,16 @@ def test_results_are_marked_stale_after_a_head_swap_and_during_a_new_run(qtbot, 
     assert window.replace_head(HeadSpec("mlp", (8,)), 2, ("cats", "dogs"))
     assert panel.has_results() and panel.is_stale()
     assert "the head was replaced" in panel.findChild(type(panel._stale_label), "resultsStaleLabel").text()
+    try_status = window.try_panel.findChild(QLabel, "tryStatusLabel")
+    assert "untrained" in try_status.text()  # Try it says its predictions come from random weights
 
     window.undo_action.trigger()  # another change of the model: still not what the results saw
     assert panel.is_stale() and window.controller.loaded.model.get_submodule("classifier") is trained
     assert window.controller.head_is_trained()  # undo brought the trained head back: asking again
+    assert "untrained" not in try_status.text()
+    window.redo_action.trigger()
+    assert "untrained" in try_status.text()  # the same random head again
+    window.undo_action.trigger()
 
     with qtbot.waitSignal(window.resultsReady, timeout=LOAD_MS):
         assert window.start_training(config)
