@@ -190,12 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="*", help="image files or folders (default: a few of the run's validation images)")
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--json", action="store_true")
+    predict.add_argument("--trust", action="store_true", help=_TRUST_HELP)
     predict.set_defaults(handler=_predict)
 
     export = commands.add_parser("export", help="export a run as TorchScript or ONNX, with a parity check")
     export.add_argument("source", help="run folder or model source")
     export.add_argument("--format", choices=["torchscript", "onnx"], required=True)
     export.add_argument("-o", "--output", required=True, help="file to write")
+    export.add_argument("--trust", action="store_true", help=_TRUST_HELP)
     export.set_defaults(handler=_export)
 
     demo = commands.add_parser("demo-data", help="write the handwritten digits dataset as image folders")
@@ -235,10 +237,13 @@ _CONFIG_FIELD = {"threads": "cpu_threads"}  # argument dest → TrainConfig fiel
 _HEAD_ARGUMENTS = ("head", "hidden", "activation", "dropout", "norm")
 
 
+_TRUST_HELP = "allow pickled files that can run code (only files you trust)"
+
+
 def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="model source (demo, torchvision:resnet50, timm:NAME, hf:DIR, a file or folder)")
     parser.add_argument("--arch", help="architecture of a weights file, e.g. torchvision:resnet50")
-    parser.add_argument("--trust", action="store_true", help="allow pickled files that can run code (only files you trust)")
+    parser.add_argument("--trust", action="store_true", help=_TRUST_HELP)
     parser.add_argument("--download", action="store_true", help="download pretrained weights that are not cached")
     parser.add_argument("--head-path", action="append", dest="head_paths", metavar="PATH",
                         help="the head layer's path, when detection fails (repeatable)")
@@ -467,7 +472,7 @@ def _predict(args: argparse.Namespace) -> int:
     from .core.predict import predict_images
     from .core.sources import load_model
 
-    loaded = load_model(args.source)
+    loaded = load_model(args.source, trust=args.trust)
     images: list[str] = []
     for item in args.images:
         path = Path(item)
@@ -515,7 +520,7 @@ def _export(args: argparse.Namespace) -> int:
     if target.is_dir():
         suffix = "onnx" if args.format == "onnx" else "pt"
         raise HeadswapError(f"{target} is a folder; give a file name, e.g. {target / f'model.{suffix}'}")
-    loaded = load_model(args.source)
+    loaded = load_model(args.source, trust=args.trust)
     folder = target.parent if (target.parent / MANIFEST_FILE).is_file() else None
     lock = RunLock(folder) if folder is not None else None  # no run may commit into it meanwhile
     try:

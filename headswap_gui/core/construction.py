@@ -76,7 +76,19 @@ def has_meta_parameters(model: nn.Module) -> bool:
 
 def materialize(model: nn.Module, state: dict[str, torch.Tensor], *, strict: bool = True) -> list[str]:
     """Give an empty (meta) model real weights from ``state``; returns the keys that were
-    missing. Parameters still on ``meta`` afterwards are an error: they have no values."""
+    missing. Parameters still on ``meta`` afterwards are an error: they have no values.
+
+    Every floating-point tensor is first cast to the dtype of the parameter or buffer it
+    replaces: assigning keeps a tensor's dtype, so an fp16 or bf16 checkpoint would otherwise
+    turn the model half precision, which breaks fp32 training (GradScaler refuses fp16
+    gradients). Integer buffers (``num_batches_tracked``) keep theirs."""
+    own = model.state_dict()
+    state = {
+        key: tensor.to(own[key].dtype)
+        if key in own and tensor.is_floating_point() and own[key].is_floating_point()
+        else tensor
+        for key, tensor in state.items()
+    }
     result = model.load_state_dict(state, strict=strict, assign=True)
     still_meta = [name for name, p in model.named_parameters() if p.device.type == "meta"]
     if still_meta:

@@ -27,6 +27,10 @@ class DataError(HeadswapError):
     """An image folder cannot be used for training."""
 
 
+class InputSizeError(HeadswapError):
+    """The model does not run at the image size asked for (and cannot be set to it)."""
+
+
 class WeightsNotCachedError(SourceError):
     """Pretrained weights are not on this machine and downloading was not allowed."""
 

@@ -13,17 +13,23 @@ Policies (``TrainConfig.freeze``):
 
 Whatever the policy, the optimizer is built from exactly the parameters that have
 ``requires_grad`` at that moment (:func:`trainable_parameters_match_optimizer` checks it).
-Biases and normalisation weights (1-D tensors) get no weight decay.
+Biases and normalisation weights (1-D tensors) get no weight decay, nor do the parameters a
+timm model's own ``no_weight_decay()`` names (a ViT's ``pos_embed`` and ``cls_token``).
+The learning rate follows a ``torch.optim.lr_scheduler.LambdaLR`` (:func:`build_schedule`).
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Literal
+from fnmatch import fnmatchcase
+from typing import Any, Callable, Iterable, Literal, Mapping
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 
 from .errors import HeadswapError
 
@@ -53,18 +59,121 @@ def in_paths(name: str, paths: Iterable[str]) -> bool:
 def backbone_blocks(model: nn.Module, head_paths: Iterable[str]) -> list[BackboneBlock]:
     """The backbone's blocks, first to last.
 
-    A level of the module tree whose children include at least three composite modules
-    (modules with weighted sub-layers) is the block level: torchvision ResNet's
-    ``layer1..layer4``, the 7 stages in timm EfficientNet's ``blocks``, torchvision
-    EfficientNet's ``features.N``, a ViT's encoder layers. Above it, the search descends into
-    the largest composite child; layers beside it (the stem; ``conv_head`` and final norms)
-    join the first or the last block. Single layers between composites join the block before
-    them. Weights of modules that contain a head (GoogLeNet's ``aux1.conv``/``aux1.fc1``) join
-    the last block. Where a model has no composite modules at all (a plain ``Sequential`` of
-    layers) each weighted layer is a block. Order is registration order, which is forward
-    order for the architectures in the zoo.
+    A timm model says what its blocks are: ``group_matcher(coarse=True)`` is the grouping timm
+    itself uses for layer-wise learning-rate decay, so it is preferred wherever the model, or
+    a module inside the user's container, has one and it splits the backbone into at least
+    two blocks (:func:`_timm_blocks`). Every other model gets the structural heuristic of
+    :func:`_structural_blocks`.
     """
     heads = tuple(head_paths)
+    return _timm_blocks(model, heads) or _structural_blocks(model, heads)
+
+
+def _timm_blocks(model: nn.Module, heads: tuple[str, ...]) -> list[BackboneBlock] | None:
+    """Blocks from timm's coarse ``group_matcher`` (a ViT: the embeddings, then each of
+    ``blocks.N``, the final norm joining the last), or None without one.
+
+    Parameters timm leaves unmatched (the neck it groups with its head: ``fc_norm``, a
+    ConvNeXt's ``head.norm``) and the container's own layers join the last block, or the
+    first when they are registered before every grouped parameter, as in the heuristic.
+    Names are module paths, joined with " + " where a group spans several.
+    """
+    owner = _timm_owner(model, heads)
+    if owner is None:
+        return None
+    from timm.models import group_parameters  # a model with a group_matcher comes from timm
+
+    path, module = owner
+    prefix = f"{path}." if path else ""
+    matcher = module.group_matcher(coarse=True)
+    position = {n: i for i, (n, _) in enumerate(model.named_parameters()) if not in_paths(n, heads)}
+    units: list[list[str]] = []
+    for _, names in sorted(group_parameters(module, matcher).items()):
+        owned = [prefix + n for n in names if prefix + n in position and _timm_matches(matcher, n)]
+        if owned:
+            units.append(owned)
+    if len(units) < 2:
+        return None
+    grouped = {n for unit in units for n in unit}
+    first = min(position[n] for n in grouped)
+    rest = [n for n in position if n not in grouped]
+    leading = [n for n in rest if position[n] < first]
+    trailing = [n for n in rest if position[n] > first]
+    counts = Counter(a for n, _ in model.named_parameters() for a in _ancestors(n))
+    blocks = [[_group_name(unit, prefix, counts), unit] for unit in units]
+    if leading:
+        blocks[0] = ["stem + " + blocks[0][0], leading + blocks[0][1]]
+    if trailing:
+        blocks[-1] = [blocks[-1][0] + " + tail", blocks[-1][1] + trailing]
+    return [BackboneBlock(name, tuple(owned)) for name, owned in blocks]
+
+
+def _timm_owner(model: nn.Module, heads: tuple[str, ...]) -> tuple[str, nn.Module] | None:
+    """(path, module) of the top-most module with a ``group_matcher`` that holds the most
+    backbone weights: the model itself when it is a timm model, else the timm model inside a
+    container (an ensemble of two keeps the larger one's grouping)."""
+    found: list[tuple[str, nn.Module]] = []
+    for path, module in model.named_modules():
+        if in_paths(path, heads) or in_paths(path, [f for f, _ in found]):
+            continue
+        if callable(getattr(module, "group_matcher", None)):
+            if not path:
+                return path, module
+            found.append((path, module))
+
+    def backbone_size(entry: tuple[str, nn.Module]) -> int:
+        return sum(p.numel() for n, p in entry[1].named_parameters(prefix=entry[0]) if not in_paths(n, heads))
+
+    found = [entry for entry in found if backbone_size(entry)]
+    return max(found, key=backbone_size) if found else None
+
+
+def _timm_matches(matcher: Mapping[str, Any] | Callable[[str], Any], name: str) -> bool:
+    """Whether timm's ``matcher`` gives ``name`` a group of its own; what it does not match
+    (ordinal ``inf`` in timm's ``group_with_matcher``) lands in one catch-all group with the
+    head. A dict matcher maps group names to a regex, or to (regex, suffix) pairs."""
+    if callable(matcher):
+        ordinal = matcher(name)
+        return math.inf not in (tuple(ordinal) if isinstance(ordinal, Iterable) else (ordinal,))
+    patterns = [
+        pattern
+        for spec in matcher.values()
+        if spec is not None
+        for pattern in ([entry[0] for entry in spec] if isinstance(spec, (list, tuple)) else [spec])
+    ]
+    return any(re.match(pattern, name) for pattern in patterns)
+
+
+def _group_name(names: list[str], prefix: str, counts: Counter[str]) -> str:
+    """The top-most modules (inside the timm model at ``prefix``) whose weights all lie in the
+    block ``names``, in order: ``blocks.3`` (not ``blocks.3.0`` when the stage has a single
+    block); ``blocks.5 + norm``; ``cls_token + pos_embed + patch_embed``. ``counts`` holds
+    how many of the model's parameters each module path contains."""
+    mine = Counter(a for n in names for a in _ancestors(n))
+    labels = [next((a for a in _ancestors(n) if a.startswith(prefix) and mine[a] == counts[a]), n) for n in names]
+    return " + ".join(dict.fromkeys(labels))
+
+
+def _ancestors(name: str) -> list[str]:
+    """The module paths that contain the parameter ``name``, outermost first."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _structural_blocks(model: nn.Module, heads: tuple[str, ...]) -> list[BackboneBlock]:
+    """Blocks found in the module tree, for models without timm's metadata.
+
+    A level of the module tree whose children include at least three composite modules
+    (modules with weighted sub-layers) is the block level: torchvision ResNet's
+    ``layer1..layer4``, torchvision EfficientNet's ``features.N``, a torchvision ViT's encoder
+    layers. Above it, the search descends into the largest composite child; layers beside it
+    (the stem; final convolutions and norms) join the first or the last block. Single layers
+    between composites join the block before them. Weights of modules that contain a head
+    (GoogLeNet's ``aux1.conv``/``aux1.fc1``) join the last block. Where a model has no
+    composite modules at all (a plain ``Sequential`` of layers) each weighted layer is a
+    block. Order is registration order, which is forward order for the architectures in the
+    zoo.
+    """
     names = {id(p): n for n, p in model.named_parameters() if not in_paths(n, heads)}
     sizes = {n: p.numel() for n, p in model.named_parameters()}
 
@@ -221,18 +330,35 @@ def set_train_mode(model: nn.Module, plan: FreezePlan) -> None:
 # --- optimizer -------------------------------------------------------------------------------
 
 
+def no_weight_decay_patterns(model: nn.Module) -> list[str]:
+    """Parameters that the model's own metadata exempts from weight decay, as full names or
+    wildcard patterns (``pos_embed.*``), matched the way timm's ``param_groups_weight_decay``
+    matches them (fnmatch). Decaying a ViT's ``pos_embed`` and ``cls_token`` pulls the
+    learned embeddings towards zero. Every module with a ``no_weight_decay()`` counts, its
+    names prefixed with its path, so a timm model inside the user's container keeps them."""
+    patterns: list[str] = []
+    for path, module in model.named_modules():
+        names = getattr(module, "no_weight_decay", None)
+        if callable(names):
+            patterns += [f"{path}.{name}" if path else str(name) for name in names()]
+    return patterns
+
+
 def build_param_groups(
     model: nn.Module, plan: FreezePlan, *, lr: float, weight_decay: float, backbone_lr_factor: float
 ) -> list[dict[str, Any]]:
     """Parameter groups of the trainable parameters, in model order: head and backbone (at
-    ``lr × backbone_lr_factor``), each split into decayed weights and undecayed biases/norms.
-    Every group records ``name``, ``param_names`` and ``initial_lr`` (the schedule scales it)."""
+    ``lr × backbone_lr_factor``), each split into decayed weights and undecayed ones: biases
+    and norms (1-D), and what the model's own ``no_weight_decay()`` names
+    (:func:`no_weight_decay_patterns`). Every group records ``name``, ``param_names`` and
+    ``initial_lr`` (the schedule scales it)."""
+    exempt = no_weight_decay_patterns(model)
     groups: dict[str, dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         part = "head" if in_paths(name, plan.head_paths) else "backbone"
-        decay = param.ndim > 1
+        decay = param.ndim > 1 and not any(fnmatchcase(name, pattern) for pattern in exempt)
         key = part if decay else f"{part} (no decay)"
         if key not in groups:
             group_lr = lr if part == "head" else lr * backbone_lr_factor
@@ -294,63 +420,56 @@ def carry_optimizer_state(old: torch.optim.Optimizer, new: torch.optim.Optimizer
 # --- schedule --------------------------------------------------------------------------------
 
 
-@dataclass
-class LRSchedule:
-    """Per-step learning-rate factor applied to each group's ``initial_lr``.
+def build_schedule(
+    kind: str,
+    optimizer: torch.optim.Optimizer,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    warmup_epochs: float = 0.0,
+    start_step: int = 0,
+) -> LambdaLR:
+    """The learning-rate schedule of ``epochs`` epochs of ``steps_per_epoch`` optimizer steps:
+    each group's lr is its ``initial_lr`` times a per-step factor, and is already set for the
+    first step when this returns.
 
-    ``cosine``: linear warm-up over ``warmup_steps``, then cosine decay to zero at
-    ``total_steps``. ``onecycle``: 30 % cosine ramp from lr/25 to lr, then cosine decay to
+    ``cosine``: linear warm-up over ``warmup_epochs`` (cosine only), then cosine decay to zero
+    at the last step. ``onecycle``: 30 % cosine ramp from lr/25 to lr, then cosine decay to
     lr/250000 (torch's OneCycleLR defaults, without momentum cycling). ``constant``: 1.
-    Its state is two integers, so it is saved as JSON.
+
+    A ``LambdaLR`` with these closed-form factors rather than torch's CosineAnnealingLR or
+    OneCycleLR, so runs repeat the learning rates of runs recorded before: CosineAnnealingLR
+    computes recursively (its values drift in the last bits), OneCycleLR peaks one step
+    earlier, ends elsewhere and cycles Adam's betas. The factor is a plain function, which
+    ``LambdaLR.state_dict()`` leaves out (the state stays JSON): the shape always comes from
+    the current settings (a resumed run may train more epochs), only the position from a
+    checkpoint, passed back as ``start_step`` (see :func:`schedule_position`).
     """
+    if kind not in SCHEDULES:
+        raise HeadswapError(f"unknown schedule {kind!r}; use one of {', '.join(SCHEDULES)}")
+    total = max(1, int(epochs * steps_per_epoch))
+    warmup = int(round(warmup_epochs * steps_per_epoch)) if kind == "cosine" else 0
+    warmup = max(0, min(warmup, total - 1))
+    rise = max(1, int(0.3 * total))
+    start, end = 1.0 / 25.0, 1.0 / 25.0 / 1e4
 
-    kind: str
-    total_steps: int
-    warmup_steps: int = 0
-    step_count: int = 0
-
-    def __post_init__(self) -> None:
-        if self.kind not in SCHEDULES:
-            raise HeadswapError(f"unknown schedule {self.kind!r}; use one of {', '.join(SCHEDULES)}")
-        self.total_steps = max(1, int(self.total_steps))
-        self.warmup_steps = max(0, min(int(self.warmup_steps), self.total_steps - 1))
-
-    def factor(self, step: int | None = None) -> float:
-        step = self.step_count if step is None else step
-        if self.kind == "constant":
+    def factor(step: int) -> float:
+        if kind == "constant":
             return 1.0
-        if self.kind == "cosine":
-            if step < self.warmup_steps:
-                return (step + 1) / (self.warmup_steps + 1)
-            progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        rise = max(1, int(0.3 * self.total_steps))
-        start, end = 1.0 / 25.0, 1.0 / 25.0 / 1e4
+        if kind == "cosine":
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
         if step < rise:
             return start + (1.0 - start) * 0.5 * (1.0 - math.cos(math.pi * step / rise))
-        progress = min(1.0, (step - rise) / max(1, self.total_steps - rise))
+        progress = min(1.0, (step - rise) / max(1, total - rise))
         return end + (1.0 - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    def apply(self, optimizer: torch.optim.Optimizer) -> None:
-        factor = self.factor()
-        for group in optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * factor
-
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Advance one optimisation step and set the next step's learning rates."""
-        self.step_count += 1
-        self.apply(optimizer)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps, "step_count": self.step_count}
-
-    @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> LRSchedule:
-        return cls(str(state["kind"]), int(state["total_steps"]), int(state["warmup_steps"]), int(state["step_count"]))
+    return LambdaLR(optimizer, factor, last_epoch=start_step - 1)
 
 
-def build_schedule(kind: str, *, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0) -> LRSchedule:
-    """The schedule for ``epochs`` epochs of ``steps_per_epoch`` steps (warm-up for cosine)."""
-    total = max(1, epochs * steps_per_epoch)
-    warmup = int(round(warmup_epochs * steps_per_epoch)) if kind == "cosine" else 0
-    return LRSchedule(kind, total, warmup)
+def schedule_position(state: Mapping[str, Any]) -> int:
+    """How many steps the schedule saved as ``state`` had taken: ``LambdaLR``'s
+    ``last_epoch``, or ``step_count`` in checkpoints written before the schedule was a torch
+    scheduler (so their run folders still resume)."""
+    return int(state["last_epoch"] if "last_epoch" in state else state["step_count"])

@@ -4,6 +4,13 @@ Detection does not depend on a table of attribute names: it traces which layers 
 are computed from (see :mod:`tracing`). The table of torchvision paths and timm's own
 ``pretrained_cfg['classifier']`` only confirm what tracing found and name it for the user.
 A second trace in training mode finds auxiliary heads, which run only while training.
+
+A head is a Linear (or 1×1 convolution) whose output reaches the model's output through
+parameter-free operations alone and is not mixed with the trunk's own stream on the way: a
+projection added to a residual stream, or one whose output also feeds another layer, is part
+of the trunk. A model whose output is the trunk's pooled features (a feature extractor such
+as DINOv2 or SigLIP built with ``num_classes=0``) has no head; its empty head slot is
+reported with role ``new``, and replacing it attaches a real head there.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from torch import nn
 from .errors import HeadError, HeadNotFoundError
 from .tracing import TraceResult, trace_forward
 
-HeadRole = Literal["main", "auxiliary", "distillation"]
+HeadRole = Literal["main", "auxiliary", "distillation", "new"]  # new: an empty slot of a feature extractor
 HEAD_DESIGNS = ("linear", "mlp")
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 NORMS = ("none", "batchnorm", "layernorm")
@@ -116,21 +123,36 @@ class HeadDetection:
 # --- detection -------------------------------------------------------------------------------
 
 
-def find_heads(model: nn.Module, input_size: int = 224, head_paths: list[str] | None = None) -> list[HeadInfo]:
-    """Every classifier head of ``model``: main, auxiliary and distillation heads.
+def find_heads(model: nn.Module, input_size: int | None = None, head_paths: list[str] | None = None) -> list[HeadInfo]:
+    """Every classifier head of ``model``: main, auxiliary and distillation heads, or the
+    empty slot of a feature extractor (role ``new``).
 
-    ``head_paths`` names the heads explicitly (the user knows better, or detection failed).
-    Raises :class:`HeadError` when no head can be found, saying how to name one.
+    ``input_size`` is the side of the dummy images; ``None`` takes the model's own (see
+    :func:`input_size.find_input_size`). ``head_paths`` names the heads explicitly (the user
+    knows better, or detection failed). Raises :class:`HeadError` when no head can be found,
+    saying how to name one.
     """
     return list(detect_heads(model, input_size, head_paths).heads)
 
 
-def detect_heads(model: nn.Module, input_size: int = 224, head_paths: list[str] | None = None) -> HeadDetection:
+def detect_heads(model: nn.Module, input_size: int | None = None, head_paths: list[str] | None = None) -> HeadDetection:
     """Like :func:`find_heads`, also returning the eval-mode trace for the layer tree."""
     if head_paths:
         return HeadDetection(tuple(_named_head(model, path) for path in head_paths))
+    eval_trace = None
+    if input_size is None:
+        from .input_size import find_input_size
+
+        try:
+            found = find_input_size(model)
+        except HeadNotFoundError:
+            heads = _heads_from_model_api(model)
+            if heads:
+                return HeadDetection(tuple(heads))
+            raise
+        input_size, eval_trace = found.size, found.trace
     try:
-        eval_trace = trace_forward(model, input_size, train=False)
+        eval_trace = eval_trace or trace_forward(model, input_size, train=False)
     except Exception as error:  # noqa: BLE001 - a model that cannot run still has an API head
         heads = _heads_from_model_api(model)
         if heads:
@@ -141,7 +163,17 @@ def detect_heads(model: nn.Module, input_size: int = 224, head_paths: list[str] 
         ) from error
     main_paths: list[str] = []
     for logits in eval_trace.main_outputs:
+        if logits.dim() != 2:  # token or map features: no layer scores whole images
+            raise HeadNotFoundError(
+                f"the model outputs {'×'.join(map(str, logits.shape[1:]))} features per image (a {logits.dim()}-D "
+                "tensor), not one score per class, so it has no classifier head; it needs pooling before a head "
+                "— name the layer whose output is one vector per image"
+            )
         main_paths.extend(p for p in _producers(logits, eval_trace, model) if p not in main_paths)
+    if not main_paths:
+        slots = _feature_slots(model, eval_trace)
+        if slots:
+            return HeadDetection(slots, eval_trace)
     aux_paths: list[str] = []
     train_trace = None
     if _has_idle_layers(model, eval_trace):
@@ -161,9 +193,11 @@ def detect_heads(model: nn.Module, input_size: int = 224, head_paths: list[str] 
         for path in aux_paths
     ]
     if not heads:
+        shape = eval_trace.main_outputs[0].shape if eval_trace.main_outputs else ()
         raise HeadNotFoundError(
-            "no classifier head found: no Linear or 1×1 convolution produces the model's "
-            "output; name the head layer yourself"
+            f"no classifier head found: the model's output {tuple(shape)} comes from inside its trunk "
+            "(no Linear or 1×1 convolution produces it alone) and there is no empty head slot; "
+            "name the head layer yourself"
         )
     return HeadDetection(tuple(_confirm(model, head) for head in heads), eval_trace, train_trace)
 
@@ -187,28 +221,139 @@ def _has_idle_layers(model: nn.Module, trace: TraceResult) -> bool:
 
 
 def _producers(logits: torch.Tensor, trace: TraceResult, model: nn.Module) -> list[str]:
-    """Paths of the head layers the logits are computed from, walking the autograd graph
-    back from the logits and stopping at the first layer with weights on each path."""
-    found: list[str] = []
-    if logits.grad_fn is None:
-        return found
-    queue, seen = deque([logits.grad_fn]), {logits.grad_fn}
-    while queue:
-        node = queue.popleft()
+    """Paths of the head layers the logits are computed from.
+
+    Walks the autograd graph back from the logits through parameter-free operations to the
+    first layer with weights on every path. The logits have heads only if *every* path ends
+    at a head layer whose output flows nowhere but to the logits: a path that reaches the
+    trunk first (a norm layer, the dummy images, a layer whose output also feeds another
+    layer) means the output is the trunk's stream — features, or a residual sum — and a
+    Linear found on a parallel path is a projection inside the trunk, not a head.
+    """
+    root = logits.grad_fn
+    if root is None:
+        return []
+    consumers = _consumers(root, trace)
+    only_to_output = _flows_only_to_output(root, consumers, trace)
+    trunk: object = object()  # "this path reaches the trunk"
+    reach: dict[Any, Any] = {}
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if node in reach:
+            continue
         path = trace.producer_of.get(node)
         if path is not None:
-            # The first layer with weights on this path decides: a Linear/conv is a head; a
-            # norm layer means the model outputs features (a timm model built headless).
-            if _is_head_layer(model.get_submodule(path)):
-                outer = _outermost_built_head(model, path)
-                if outer not in found:
-                    found.append(outer)
+            head = _is_head_layer(model.get_submodule(path)) and only_to_output.get(node, False)
+            reach[node] = [_outermost_built_head(model, path)] if head else trunk
             continue
+        if _is_dummy_images(node, trace):
+            reach[node] = trunk
+            continue
+        inputs = [parent for parent, _ in node.next_functions if parent is not None]
+        if not expanded:
+            stack.append((node, True))
+            stack.extend((parent, False) for parent in inputs if parent not in reach)
+            continue
+        found: list[str] = []
+        result: Any = found
+        for parent in inputs:
+            branch = reach[parent]
+            if branch is trunk:
+                result = trunk
+                break
+            found.extend(p for p in branch if p not in found)
+        reach[node] = result
+    answer = reach[root]
+    return [] if answer is trunk else list(answer)
+
+
+def _consumers(root: Any, trace: TraceResult) -> dict[Any, list[Any]]:
+    """For every autograd node of the forward pass, the nodes that use its output (the graph
+    is stored the other way round). The whole graph: a layer's output that is also read deep
+    inside another layer (an attention pool's projection feeding its MLP's norm) must show."""
+    consumers: dict[Any, list[Any]] = {root: []}
+    queue = deque([root])
+    while queue:
+        node = queue.popleft()
         for parent, _ in node.next_functions:
-            if parent is not None and parent not in seen:
-                seen.add(parent)
+            if parent is None:
+                continue
+            if parent not in consumers:
+                consumers[parent] = []
                 queue.append(parent)
-    return found
+            consumers[parent].append(node)
+    return consumers
+
+
+def _flows_only_to_output(root: Any, consumers: dict[Any, list[Any]], trace: TraceResult) -> dict[Any, bool]:
+    """Which nodes' outputs reach the logits through parameter-free operations alone.
+
+    A node that also feeds a layer with weights (one of its uses leads to another layer's
+    output) is read by the trunk; a head's output is read by nothing but the output. Nodes
+    are settled after all their uses, in the graph's order from the logits down."""
+    pending = {node: len(uses) for node, uses in consumers.items()}
+    clean: dict[Any, bool] = {}
+    queue = deque([root])
+    while queue:
+        node = queue.popleft()
+        clean[node] = node is root or all(clean[use] and use not in trace.producer_of for use in consumers[node])
+        for parent, _ in node.next_functions:
+            if parent is not None and parent in pending:
+                pending[parent] -= 1
+                if pending[parent] == 0:
+                    queue.append(parent)
+    return clean
+
+
+def _is_dummy_images(node: Any, trace: TraceResult) -> bool:
+    variable = getattr(node, "variable", None)
+    return variable is not None and trace.images is not None and variable is trace.images
+
+
+def _feature_slots(model: nn.Module, trace: TraceResult) -> tuple[HeadInfo, ...]:
+    """The empty head slot of a model that outputs pooled features: where timm's
+    ``get_classifier()`` points (at any depth of a wrapped model), else the first
+    ``nn.Identity`` that ran after the last layer with weights and gives the output's shape."""
+    if not trace.main_outputs:
+        return ()
+    shape = tuple(trace.main_outputs[0].shape)
+    if len(shape) != 2:
+        return ()  # token or map features: a head there would not give one score per class
+    width = int(shape[1])
+    paths = {id(module): path for path, module in model.named_modules()}
+    slots: list[str] = []
+    for path, module in model.named_modules():
+        get_classifier = getattr(module, "get_classifier", None)
+        if not callable(get_classifier):
+            continue
+        try:
+            classifier = get_classifier()
+        except Exception:  # noqa: BLE001 - a model's own API may not work headless
+            continue
+        for candidate in classifier if isinstance(classifier, (tuple, list)) else (classifier,):
+            slot = paths.get(id(candidate)) if isinstance(candidate, nn.Module) else None
+            if slot and not any(True for _ in candidate.parameters()) and slot not in slots:
+                slots.append(slot)
+        if slots:
+            break
+    if not slots:
+        executed = trace.executed
+        last_weighted = max(
+            (i for i, p in enumerate(executed) if any(True for _ in model.get_submodule(p).parameters(recurse=False))),
+            default=-1,
+        )
+        slots = [
+            p for p in executed[last_weighted + 1:]
+            if type(model.get_submodule(p)) is nn.Identity and trace.output_shapes.get(p) == shape
+        ][:1]
+    return tuple(
+        HeadInfo(
+            path, "Identity", width, 0, "new",
+            f"feature extractor: the model outputs {width} pooled features here; a new head will be attached",
+        )
+        for path in slots
+    )
 
 
 _HEAD_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -274,11 +419,17 @@ def _confirm(model: nn.Module, head: HeadInfo) -> HeadInfo:
 
 
 def _timm_classifier_paths(model: nn.Module) -> tuple[str, ...]:
-    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None)
-    paths = cfg.get("classifier") if isinstance(cfg, dict) else None
-    if isinstance(paths, str):
-        return (paths,)
-    return tuple(paths) if isinstance(paths, (list, tuple)) else ()
+    """timm's ``pretrained_cfg['classifier']`` of the outermost timm model inside ``model``,
+    as paths from ``model`` (a user's container holds the timm model as a submodule)."""
+    for prefix, module in model.named_modules():
+        cfg = getattr(module, "pretrained_cfg", None) or getattr(module, "default_cfg", None)
+        if not isinstance(cfg, dict):
+            continue
+        paths = cfg.get("classifier")
+        names = (paths,) if isinstance(paths, str) else tuple(paths) if isinstance(paths, (list, tuple)) else ()
+        if names:
+            return tuple(f"{prefix}.{name}" if prefix else name for name in names)
+    return ()
 
 
 def _heads_from_model_api(model: nn.Module) -> list[HeadInfo]:
@@ -383,14 +534,22 @@ def replace_head(
     for head in heads:
         old = model.get_submodule(head.path)
         reference = next(old.parameters(), None)
+        if reference is None:
+            reference = _floating_parameter(model)  # an empty slot: the new head lives where the trunk does
         new = build_head(head.in_features, num_classes, spec, conv=head.is_conv, generator=generator)
         if reference is not None:
             new = new.to(device=reference.device, dtype=reference.dtype)
         new.train(old.training)
         _set_submodule(model, head.path, new)
-        new_heads.append(_head_info(model, head.path, head.role, head.found_by))
+        role: HeadRole = "main" if head.role == "new" else head.role
+        found_by = "attached here to the feature extractor" if head.role == "new" else head.found_by
+        new_heads.append(_head_info(model, head.path, role, found_by))
     _update_class_count_attributes(model, num_classes)
     return new_heads
+
+
+def _floating_parameter(model: nn.Module) -> nn.Parameter | None:
+    return next((p for p in model.parameters() if p.is_floating_point()), None)
 
 
 def built_heads(model: nn.Module) -> dict[str, HeadSpec]:

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from .construction import build_empty, has_meta_parameters, materialize
-from .errors import NeedsArchitectureError, NeedsTrustError, RunFolderError, SourceError, WeightsNotCachedError
+from .input_size import fit_input_size, model_preprocessing
+from .errors import HeadNotFoundError, InputSizeError, NeedsArchitectureError, NeedsTrustError, RunFolderError, SourceError, WeightsNotCachedError
 from .heads import HeadInfo, HeadSpec, find_heads, replace_head
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from .run_manifest import MANIFEST_FILE, read_manifest, weights_file
@@ -89,7 +90,7 @@ def load_model(
         return _load_hf(rest, download=download)
     path = Path(source).expanduser()
     if path.is_dir() or path.name == MANIFEST_FILE:
-        return load_model_folder(path if path.is_dir() else path.parent)
+        return load_model_folder(path if path.is_dir() else path.parent, trust=trust)
     if path.is_file():
         return _load_file(path, arch=arch, trust=trust)
     if path.exists():
@@ -105,8 +106,9 @@ def load_model(
 # --- architectures -----------------------------------------------------------------------------
 
 
-def build_architecture(architecture: str, *, empty: bool = True) -> LoadedModel:
-    """The bare architecture named by ``architecture`` with random (or no) weights."""
+def build_architecture(architecture: str, *, empty: bool = True, trust: bool = False) -> LoadedModel:
+    """The bare architecture named by ``architecture`` with random (or no) weights; a run
+    trained from a user's own pickled model names that file, which then needs ``trust``."""
     scheme, _, name = architecture.partition(":")
     if architecture == DEMO_SOURCE:
         scheme, name = "timm", DEMO_ARCHITECTURE.split(":", 1)[1]
@@ -116,6 +118,13 @@ def build_architecture(architecture: str, *, empty: bool = True) -> LoadedModel:
         return _load_timm(name, download=False, structure_only=empty)
     if scheme == "hf":
         return _load_hf(name, download=False)
+    path = Path(architecture).expanduser()
+    if path.is_file():
+        return _load_file(path, arch=None, trust=trust)
+    if os.sep in architecture or path.suffix.lower() in STATE_DICT_SUFFIXES:
+        raise SourceError(
+            f"the model was built from the file {architecture}, which is no longer there; put it back to load this run"
+        )
     raise SourceError(
         f"unknown architecture {architecture!r}; use torchvision:NAME or timm:NAME (e.g. torchvision:resnet50)"
     )
@@ -306,22 +315,68 @@ def _load_timm(spec: str, *, download: bool, structure_only: bool) -> LoadedMode
 
 
 def _timm_pretrained(name: str, *, download: bool) -> nn.Module:
+    """timm's ``name`` with its pretrained weights. Without ``download`` the weights come from
+    the local caches only and no connection is opened: timm would otherwise ask the Hub, and
+    ``HF_HUB_OFFLINE`` cannot be switched per call (huggingface_hub reads it once, at import,
+    and the environment is shared by every thread)."""
     import timm
 
-    previous = os.environ.get("HF_HUB_OFFLINE")
-    if not download:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
-        return timm.create_model(name, pretrained=True)
-    except Exception as error:  # noqa: BLE001 - hub errors come in many types
-        if download:
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        raise SourceError(f"timm publishes no pretrained weights for {name}; use timm:{name} for random initialisation")
+    if download:
+        try:
+            return timm.create_model(name, pretrained=True)
+        except Exception as error:  # noqa: BLE001 - hub errors come in many types
             raise SourceError(f"could not download the pretrained weights of timm:{name} ({error}); check the network connection") from error
-        raise WeightsNotCachedError(f"no pretrained weights for timm:{name} in the local cache ({error}); download them") from error
-    finally:
-        if previous is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = previous
+    overlay = _cached_timm_weights(name, cfg)
+    try:
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay)
+    except Exception as error:  # noqa: BLE001 - safetensors, torch.load and load_state_dict raise many types
+        raise SourceError(
+            f"the cached pretrained weights of timm:{name} ({overlay['file']}) cannot be loaded ({error}); "
+            "delete the file and download them again"
+        ) from error
+
+
+def _cached_timm_weights(name: str, cfg: Any) -> dict[str, Any]:
+    """The ``pretrained_cfg_overlay`` that makes timm load the local file it would otherwise
+    fetch for ``cfg``, found without the network: the Hugging Face cache first (timm prefers
+    the Hub, and there ``model.safetensors`` over ``pytorch_model.bin``), then torch hub's
+    checkpoint folder for weights published by URL. ``custom_load`` says how timm reads the
+    file: a Hub file is a plain state dict unless the config names a file of its own for a
+    custom loader, while a URL file (a ``.npz``, say) goes to the model's own loader."""
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants, try_to_load_from_cache
+    from torch.hub import get_dir
+
+    places: list[str] = []
+    if cfg.hf_hub_id:
+        repo_id, _, revision = cfg.hf_hub_id.partition("@")
+        for filename in _hub_weight_names(cfg.hf_hub_filename or "pytorch_model.bin"):
+            found = try_to_load_from_cache(repo_id, filename, revision=revision or None)
+            if isinstance(found, str):  # not None, nor the marker of a file known to be absent
+                return {"file": found, "custom_load": bool(cfg.hf_hub_filename) and cfg.custom_load == "hf"}
+        places.append(f"the Hugging Face cache ({constants.HF_HUB_CACHE}, repository {cfg.hf_hub_id})")
+    if cfg.url:
+        checkpoint = Path(get_dir()) / "checkpoints" / os.path.basename(urlparse(cfg.url).path)
+        if checkpoint.is_file():
+            return {"file": str(checkpoint), "custom_load": cfg.custom_load}
+        places.append(f"the torch cache ({checkpoint})")
+    raise WeightsNotCachedError(
+        f"the pretrained weights of timm:{name} are not in {' nor in '.join(places)}; download them, "
+        "or use demo for an offline pretrained model"
+    )
+
+
+def _hub_weight_names(filename: str) -> tuple[str, ...]:
+    """The files timm tries for a Hub weights name, in its order: the safetensors twin of a
+    ``.bin`` first, then the name itself."""
+    if not filename.endswith(".bin"):
+        return (filename,)
+    twins = {"pytorch_model.bin": "model.safetensors", "open_clip_pytorch_model.bin": "open_clip_model.safetensors"}
+    return twins.get(filename, filename[: -len(".bin")] + ".safetensors"), filename
 
 
 def _load_hf(name_or_dir: str, *, download: bool) -> LoadedModel:
@@ -461,11 +516,13 @@ def _check_safetensors_header(path: Path) -> None:
 
 def _load_file(path: Path, *, arch: str | None, trust: bool) -> LoadedModel:
     if path.suffix.lower() == ".safetensors" and (path.parent / MANIFEST_FILE).is_file() and arch is None:
-        return load_model_folder(path.parent)
+        return load_model_folder(path.parent, trust=trust)
     if arch is None and path.suffix.lower() != ".safetensors":
         content = _torch_load(path, trust=trust)
         if isinstance(content, nn.Module):
-            return LoadedModel(content.eval(), str(path), str(path), Preprocessing(), weights=f"full model pickle {path.name}")
+            return LoadedModel(
+                content.eval(), str(path), str(path), _own_preprocessing(content), weights=f"full model pickle {path.name}"
+            )
         raise NeedsArchitectureError(f"{path} holds weights only; say which architecture they belong to (e.g. torchvision:resnet50)")
     if arch is None:
         _check_safetensors_header(path)
@@ -474,6 +531,15 @@ def _load_file(path: Path, *, arch: str | None, trust: bool) -> LoadedModel:
     loaded = build_architecture(arch, empty=True)
     notes = _fit_state_dict(loaded.model, state, loaded.preprocessing.input_size, path)
     return replace(loaded, source=str(path), weights=f"{path.name}", notes=tuple(notes))
+
+
+def _own_preprocessing(model: nn.Module) -> Preprocessing:
+    """A user's own model says nothing about its input: take what it states about itself
+    (size, timm's mean and std) or the first common size it runs at."""
+    try:
+        return model_preprocessing(model)
+    except HeadNotFoundError:  # no square size runs: inspection will say so
+        return Preprocessing()
 
 
 def _fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], input_size: int, origin: Path) -> list[str]:
@@ -512,20 +578,20 @@ def _fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], input_size
 # --- headswap model folders ----------------------------------------------------------------------
 
 
-def load_model_folder(folder: Path) -> LoadedModel:
+def load_model_folder(folder: Path, *, trust: bool = False) -> LoadedModel:
     """Rebuild a model saved by :func:`runs.save_model_folder` or a training run: architecture,
     swapped heads and the committed weights, from the validated manifest alone."""
     if not (folder / MANIFEST_FILE).is_file():
         raise SourceError(f"{folder} is not a headswap model folder (no {MANIFEST_FILE})")
     for _attempt in range(3):  # a live run may commit a new epoch (and drop the old file) meanwhile
         try:
-            return _load_committed_folder(folder)
+            return _load_committed_folder(folder, trust=trust)
         except FileNotFoundError:
             continue
     raise SourceError(f"{folder} kept changing while it was read; try again when its run has finished")
 
 
-def _load_committed_folder(folder: Path) -> LoadedModel:
+def _load_committed_folder(folder: Path, *, trust: bool) -> LoadedModel:
     try:
         metadata = read_manifest(folder)
     except RunFolderError as error:
@@ -536,7 +602,13 @@ def _load_committed_folder(folder: Path) -> LoadedModel:
             raise FileNotFoundError(weights_path)  # a new commit arrived meanwhile: read that one
         raise SourceError(f"{folder} has no {weights_path.name}, which its {MANIFEST_FILE} names; the folder is incomplete")
     architecture = metadata["architecture"]
-    loaded = build_architecture(architecture, empty=True)
+    loaded = build_architecture(architecture, empty=True, trust=trust)
+    trained_at = int(metadata["preprocessing"]["input_size"])
+    if trained_at != loaded.preprocessing.input_size:
+        try:  # a run trained at another size may have resampled position embeddings: the same again
+            fit_input_size(loaded.model, trained_at, loaded.preprocessing.input_size)
+        except InputSizeError:
+            pass  # the run's weights decide below whether they fit
     num_classes = int(metadata["num_classes"])
     layers = dict(loaded.model.named_modules())
     for head in metadata.get("heads", []):

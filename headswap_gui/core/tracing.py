@@ -5,7 +5,8 @@ run, what shapes they produce, and which layer's output the logits are computed 
 pass runs on the ``meta`` device through :func:`torch.func.functional_call` with meta copies
 of the parameters and buffers, so a 600-million-parameter model is traced in well under a
 second and without allocating its weights. Where a model cannot run on ``meta`` the pass
-falls back to a real forward on a batch of two small images.
+falls back to a real forward on a batch of two small images, on copies of the buffers, so
+even a train-mode pass leaves BatchNorm's running statistics as they were.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .construction import has_meta_parameters
+
 
 @dataclass
 class TraceResult:
@@ -24,6 +27,8 @@ class TraceResult:
 
     main_outputs: list[torch.Tensor]  # the logits tensor(s) the model returns as its prediction
     extra_outputs: list[torch.Tensor]  # auxiliary outputs (train-mode tuples: GoogLeNet, Inception)
+    input_size: int = 224  # the side of the square dummy images
+    images: torch.Tensor | None = field(default=None, repr=False)  # the dummy batch (a graph leaf)
     executed: list[str] = field(default_factory=list)  # module paths in first-execution order
     output_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     producer_of: dict[Any, str] = field(default_factory=dict)  # grad_fn -> path of leaf module
@@ -74,19 +79,22 @@ def first_tensor(value: Any) -> torch.Tensor | None:
     return logits if isinstance(logits, torch.Tensor) else None
 
 
-def trace_forward(model: nn.Module, input_size: int, *, train: bool = False) -> TraceResult:
+def trace_forward(model: nn.Module, input_size: int, *, train: bool = False, meta_only: bool = False) -> TraceResult:
     """Run one dummy forward in train or eval mode and record what happened.
 
-    The model's own train/eval mode and its weights are left exactly as they were.
+    The model's own train/eval mode, its weights and its buffers are left exactly as they
+    were. ``meta_only`` skips the real-forward fallback (cheap probes of many sizes).
     """
     try:
         return _trace(model, input_size, train=train, on_meta=True)
     except Exception:  # noqa: BLE001 - some ops have no meta kernel; a real pass still works
+        if meta_only or has_meta_parameters(model):
+            raise
         return _trace(model, input_size, train=train, on_meta=False)
 
 
 def _trace(model: nn.Module, input_size: int, *, train: bool, on_meta: bool) -> TraceResult:
-    result = TraceResult(main_outputs=[], extra_outputs=[])
+    result = TraceResult(main_outputs=[], extra_outputs=[], input_size=input_size)
     paths = {module: path for path, module in model.named_modules()}
     handles = []
 
@@ -115,16 +123,17 @@ def _trace(model: nn.Module, input_size: int, *, train: bool, on_meta: bool) -> 
         device = "meta" if on_meta else _model_device(model)
         dtype = _model_dtype(model)
         images = torch.zeros(2, 3, input_size, input_size, device=device, dtype=dtype, requires_grad=True)
+        result.images = images
+        if on_meta:
+            state = {
+                name: torch.empty_like(tensor, device="meta")
+                for name, tensor in list(model.named_parameters()) + list(model.named_buffers())
+            }
+        else:  # the model's own parameters, copies of its buffers: running statistics stay put
+            state = {name: tensor.detach().clone() for name, tensor in model.named_buffers()}
+        args, kwargs = ((), {"pixel_values": images}) if _is_hf_model(model) else ((images,), {})
         with torch.enable_grad():
-            if on_meta:
-                state = {
-                    name: torch.empty_like(tensor, device="meta")
-                    for name, tensor in list(model.named_parameters()) + list(model.named_buffers())
-                }
-                args, kwargs = ((), {"pixel_values": images}) if _is_hf_model(model) else ((images,), {})
-                output = torch.func.functional_call(model, state, args, kwargs)
-            else:
-                output = call_model(model, images)
+            output = torch.func.functional_call(model, state, args, kwargs, strict=False)
         main, extras = split_outputs(output)
         result.main_outputs = [main]
         result.extra_outputs = extras

@@ -71,10 +71,12 @@ from .freezing import (
     carry_optimizer_state,
     initial_phase,
     plan_freeze,
+    schedule_position,
     set_train_mode,
     trainable_parameters_match_optimizer,
 )
 from .heads import SPEC_ATTRIBUTE, HeadInfo, HeadSpec, find_heads
+from .input_size import fit_input_size
 from .metrics import ClassReport, class_report, confusion_matrix
 from .preprocessing import Preprocessing
 from .run_manifest import KIND_TRAINING_RUN, checkpoint_file, checkpoint_file_name, weights_file, weights_file_name
@@ -407,6 +409,13 @@ class _Trainer:
             raise HeadswapError(f"{dataset.root} has {len(self.class_names)} classes; training needs at least 2")
         if resume and self.run_dir is None:
             raise HeadswapError("resuming needs the run folder")
+        self.preprocessing = (
+            loaded.preprocessing.with_input_size(config.image_size) if config.image_size else loaded.preprocessing
+        )
+        if self.preprocessing.input_size != loaded.preprocessing.input_size:  # before the folder is touched
+            resized = fit_input_size(self.model, self.preprocessing.input_size, loaded.preprocessing.input_size)
+            if resized:
+                self.notes.append(resized)
         # The folder's lock comes before any check of what it holds, so two runs started at
         # the same moment cannot both find it empty.
         self.committed_epochs = 0  # epochs the folder holds as committed; weights_name is its best
@@ -414,9 +423,6 @@ class _Trainer:
         try:
             self.recorded = dict(self.writer.manifest) if resume and self.writer is not None else {}
             self._check_resume(self.recorded)
-            self.preprocessing = (
-                loaded.preprocessing.with_input_size(config.image_size) if config.image_size else loaded.preprocessing
-            )
             self.heads = self._check_heads(head_spec, known_heads)
             self.head_paths = [h.path for h in self.heads]
             checkpoint = checkpoint_file(self.recorded) if self.recorded else None
@@ -609,12 +615,18 @@ class _Trainer:
         if old is not None and not fresh:
             carry_optimizer_state(old, self.optimizer)
         self.trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self._build_schedule(start_step=0)
+        assert trainable_parameters_match_optimizer(self.model, self.optimizer)
+
+    def _build_schedule(self, start_step: int) -> None:
+        """The current phase's schedule over ``self.optimizer``, ``start_step`` steps in; it
+        sets the groups' lr from their ``initial_lr``, so it comes after an optimizer load."""
+        c = self.config
         _, phase_epochs = self._phase_epochs()
         self.schedule = build_schedule(
-            c.schedule, epochs=phase_epochs, steps_per_epoch=self.steps_per_epoch, warmup_epochs=c.warmup_epochs
+            c.schedule, self.optimizer, epochs=phase_epochs, steps_per_epoch=self.steps_per_epoch,
+            warmup_epochs=c.warmup_epochs, start_step=start_step,
         )
-        self.schedule.apply(self.optimizer)
-        assert trainable_parameters_match_optimizer(self.model, self.optimizer)
 
     def _restore(self, checkpoint: runs.Checkpoint) -> None:
         state = checkpoint.state
@@ -629,8 +641,7 @@ class _Trainer:
         runs.load_optimizer_state(self.optimizer, checkpoint.optimizer_tensors, state["optimizer_layout"])
         for group, (initial_lr, weight_decay) in zip(self.optimizer.param_groups, configured):
             group["initial_lr"], group["weight_decay"] = initial_lr, weight_decay  # this config's values
-        self.schedule.step_count = int(state["schedule"]["step_count"])
-        self.schedule.apply(self.optimizer)
+        self._build_schedule(start_step=schedule_position(state["schedule"]))
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         rng = state.get("rng", {})
@@ -841,7 +852,7 @@ class _Trainer:
                 optimizer.step()
             lr = optimizer.param_groups[0]["lr"]
             self._last_lr = lr
-            self.schedule.step(optimizer)
+            self.schedule.step()
             self.global_step += 1
             n = int(targets.shape[0])
             detached = loss.detach().float() * n
