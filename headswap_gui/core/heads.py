@@ -32,6 +32,7 @@ HEAD_DESIGNS = ("linear", "mlp")
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 NORMS = ("none", "batchnorm", "layernorm")
 SPEC_ATTRIBUTE = "headswap_spec"  # set on every head this module builds
+ATTACHED_HEAD_PATH = "headswap_head"  # where a head goes on an encoder with no head slot (see attach_head)
 
 # torchvision's classifier attribute per family; used only to confirm and name a traced head.
 TORCHVISION_HEAD_PATHS = frozenset(
@@ -163,15 +164,16 @@ def detect_heads(model: nn.Module, input_size: int | None = None, head_paths: li
         ) from error
     main_paths: list[str] = []
     for logits in eval_trace.main_outputs:
-        if logits.dim() != 2:  # token or map features: no layer scores whole images
-            raise HeadNotFoundError(
-                f"the model outputs {'×'.join(map(str, logits.shape[1:]))} features per image (a {logits.dim()}-D "
-                "tensor), not one score per class, so it has no classifier head; it needs pooling before a head "
-                "— name the layer whose output is one vector per image"
-            )
+        if logits.dim() in (3, 4):  # tokens or feature maps: an encoder, whatever layer made them
+            return HeadDetection((_attachable_head(model, logits),), eval_trace)
         main_paths.extend(p for p in _producers(logits, eval_trace, model) if p not in main_paths)
+    api_slots = _feature_slots(model, eval_trace, api_only=True)
+    if api_slots and main_paths and _all_run_before(main_paths, api_slots, eval_trace):
+        # timm's get_classifier() names an empty slot downstream of the Linear tracing found:
+        # that Linear is the trunk's (a projector before a shape-bound norm), the model is headless.
+        main_paths = []
     if not main_paths:
-        slots = _feature_slots(model, eval_trace)
+        slots = api_slots or _feature_slots(model, eval_trace)
         if slots:
             return HeadDetection(slots, eval_trace)
     aux_paths: list[str] = []
@@ -306,15 +308,37 @@ def _flows_only_to_output(root: Any, consumers: dict[Any, list[Any]], trace: Tra
     return clean
 
 
+def _attachable_head(model: nn.Module, features: torch.Tensor) -> HeadInfo:
+    """The head an encoder that outputs tokens (B, N, C) or maps (B, C, H, W) gets: attached
+    after its output, on the mean over tokens or positions (:func:`attach_head`)."""
+    if ATTACHED_HEAD_PATH in dict(model.named_children()):
+        return _head_info(model, ATTACHED_HEAD_PATH, "main", "attached after the encoder's mean-pooled output")
+    width = int(features.shape[-1] if features.dim() == 3 else features.shape[1])
+    what = "tokens" if features.dim() == 3 else "feature maps"
+    shape = "×".join(map(str, features.shape[1:]))
+    return HeadInfo(
+        ATTACHED_HEAD_PATH, "(none)", width, 0, "new",
+        f"feature encoder: it outputs {what} ({shape}) with no head slot; a new head will be attached "
+        f"after their mean ({width} features)",
+    )
+
+
 def _is_dummy_images(node: Any, trace: TraceResult) -> bool:
     variable = getattr(node, "variable", None)
     return variable is not None and trace.images is not None and variable is trace.images
 
 
-def _feature_slots(model: nn.Module, trace: TraceResult) -> tuple[HeadInfo, ...]:
+def _all_run_before(paths: list[str], slots: tuple[HeadInfo, ...], trace: TraceResult) -> bool:
+    order = {path: i for i, path in enumerate(trace.executed)}
+    first_slot = min(order.get(slot.path, -1) for slot in slots)
+    return first_slot >= 0 and all(order.get(path, len(order)) < first_slot for path in paths)
+
+
+def _feature_slots(model: nn.Module, trace: TraceResult, *, api_only: bool = False) -> tuple[HeadInfo, ...]:
     """The empty head slot of a model that outputs pooled features: where timm's
-    ``get_classifier()`` points (at any depth of a wrapped model), else the first
-    ``nn.Identity`` that ran after the last layer with weights and gives the output's shape."""
+    ``get_classifier()`` points (at any depth of a wrapped model), else (unless ``api_only``)
+    the first ``nn.Identity`` that ran after the last layer with weights and gives the
+    output's shape."""
     if not trace.main_outputs:
         return ()
     shape = tuple(trace.main_outputs[0].shape)
@@ -333,11 +357,22 @@ def _feature_slots(model: nn.Module, trace: TraceResult) -> tuple[HeadInfo, ...]
             continue
         for candidate in classifier if isinstance(classifier, (tuple, list)) else (classifier,):
             slot = paths.get(id(candidate)) if isinstance(candidate, nn.Module) else None
-            if slot and not any(True for _ in candidate.parameters()) and slot not in slots:
+            if not slot or any(True for _ in candidate.parameters()):
+                continue
+            if any(True for _ in candidate.children()):
+                # A parameter-free head container (timm's ClassifierHead: pool, drop, fc): the
+                # slot is its empty layer that already sees the pooled features, not the pool.
+                inner = [
+                    p for p in trace.executed
+                    if p.startswith(slot + ".") and type(model.get_submodule(p)) is nn.Identity
+                    and trace.output_shapes.get(p) == shape
+                ]
+                slot = inner[0] if inner else None
+            if slot and slot not in slots:
                 slots.append(slot)
         if slots:
             break
-    if not slots:
+    if not slots and not api_only:
         executed = trace.executed
         last_weighted = max(
             (i for i, p in enumerate(executed) if any(True for _ in model.get_submodule(p).parameters(recurse=False))),
@@ -532,15 +567,15 @@ def replace_head(
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     new_heads = []
     for head in heads:
-        old = model.get_submodule(head.path)
-        reference = next(old.parameters(), None)
+        old = head_module(model, head.path)
+        reference = next(old.parameters(), None) if old is not None else None
         if reference is None:
             reference = _floating_parameter(model)  # an empty slot: the new head lives where the trunk does
         new = build_head(head.in_features, num_classes, spec, conv=head.is_conv, generator=generator)
         if reference is not None:
             new = new.to(device=reference.device, dtype=reference.dtype)
-        new.train(old.training)
-        _set_submodule(model, head.path, new)
+        new.train(old.training if old is not None else model.training)
+        set_head_module(model, head.path, new)
         role: HeadRole = "main" if head.role == "new" else head.role
         found_by = "attached here to the feature extractor" if head.role == "new" else head.found_by
         new_heads.append(_head_info(model, head.path, role, found_by))
@@ -561,12 +596,65 @@ def built_heads(model: nn.Module) -> dict[str, HeadSpec]:
     }
 
 
-def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
+def set_head_module(model: nn.Module, path: str, module: nn.Module | None) -> None:
+    """Put ``module`` at ``path``; at :data:`ATTACHED_HEAD_PATH` this attaches the head to an
+    encoder without a slot (``None`` detaches it again, for undo)."""
+    if path == ATTACHED_HEAD_PATH:
+        if module is None:
+            detach_head(model)
+        elif _is_attached(model):
+            model.headswap_head = module
+        else:
+            attach_head(model, module)
+        return
     parent_path, _, name = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
-    if name not in parent._modules:
+    if module is None or name not in parent._modules:
         raise HeadError(f"the model has no layer {path!r} to replace")
     setattr(parent, name, module)
+
+
+def head_module(model: nn.Module, path: str) -> nn.Module | None:
+    """The module at a head's path; None for a head that is not attached yet."""
+    if path == ATTACHED_HEAD_PATH and not _is_attached(model):
+        return None
+    return model.get_submodule(path)
+
+
+_ATTACHED_CLASSES: dict[type, type] = {}
+
+
+def attach_head(model: nn.Module, head: nn.Module) -> None:
+    """Give an encoder that outputs tokens or maps a head of its own, in place: the model's
+    class becomes a subclass whose forward pools the encoder's output (mean over tokens or
+    positions) and applies ``model.headswap_head``. Every backbone parameter keeps its name;
+    the head's are ``headswap_head.*``, so saved weights load back the same way."""
+    base = type(model)
+    attached = _ATTACHED_CLASSES.get(base)
+    if attached is None:
+        attached = type(f"{base.__name__}WithHead", (base,), {"forward": _forward_with_head, "_headswap_base": base})
+        _ATTACHED_CLASSES[base] = attached
+    model.__class__ = attached
+    model.add_module(ATTACHED_HEAD_PATH, head)
+
+
+def detach_head(model: nn.Module) -> None:
+    """Undo :func:`attach_head`: the encoder as it was."""
+    if _is_attached(model):
+        del model._modules[ATTACHED_HEAD_PATH]
+        model.__class__ = type(model)._headswap_base
+
+
+def _is_attached(model: nn.Module) -> bool:
+    return hasattr(type(model), "_headswap_base")
+
+
+def _forward_with_head(self: nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+    features = type(self)._headswap_base.forward(self, *args, **kwargs)
+    if isinstance(features, (tuple, list)):
+        features = features[0]
+    features = features.mean(1) if features.dim() == 3 else features.mean((2, 3)) if features.dim() == 4 else features
+    return self.headswap_head(features)
 
 
 def _update_class_count_attributes(model: nn.Module, num_classes: int) -> None:

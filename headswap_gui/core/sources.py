@@ -26,7 +26,7 @@ from torch import nn
 from .construction import build_empty, has_meta_parameters, materialize
 from .input_size import fit_input_size, model_preprocessing
 from .errors import HeadNotFoundError, InputSizeError, NeedsArchitectureError, NeedsTrustError, RunFolderError, SourceError, WeightsNotCachedError
-from .heads import HeadInfo, HeadSpec, find_heads, replace_head
+from .heads import ATTACHED_HEAD_PATH, HeadInfo, HeadSpec, find_heads, replace_head
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from .run_manifest import MANIFEST_FILE, read_manifest, weights_file
 
@@ -612,7 +612,7 @@ def _load_committed_folder(folder: Path, *, trust: bool) -> LoadedModel:
     num_classes = int(metadata["num_classes"])
     layers = dict(loaded.model.named_modules())
     for head in metadata.get("heads", []):
-        if head["path"] not in layers:
+        if head["path"] not in layers and head["path"] != ATTACHED_HEAD_PATH:
             raise SourceError(
                 f"{folder / MANIFEST_FILE} is damaged: it names the head {head['path']!r}, but {architecture} "
                 "has no such layer. Restore the file from a copy, or train a new run"

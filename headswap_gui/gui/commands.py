@@ -41,7 +41,7 @@ __all__ = ["HeadState", "ModelController", "SetHeadsCommand", "SwapHeadCommand"]
 class HeadState:
     """Everything a head swap changes, captured so it can be put back exactly."""
 
-    modules: dict[str, Any]  # head path -> the nn.Module installed there
+    modules: dict[str, Any]  # head path -> the nn.Module installed there (None: no head attached)
     heads: tuple[Any, ...]  # HeadInfo per head
     class_names: tuple[str, ...] | None
     attributes: dict[str, Any] = field(default_factory=dict)  # num_classes, HF config labels
@@ -155,8 +155,10 @@ class ModelController(QObject):
         """The current head modules, infos, class names and class-count attributes."""
         loaded = self._require_model()
         heads = self.state.heads if heads is None else tuple(heads)
+        from headswap_gui.core.heads import head_module
+
         model = loaded.model
-        modules = {h.path: model.get_submodule(h.path) for h in heads}
+        modules = {h.path: head_module(model, h.path) for h in heads}  # None: a head not attached yet
         shapes = {
             path: shape for path, shape in self.state.output_shapes.items()
             if any(path == h.path or path.startswith(h.path + ".") for h in heads)
@@ -167,11 +169,13 @@ class ModelController(QObject):
         """Put ``state``'s modules back into the model and make it current."""
         loaded = self._require_model()
         model = loaded.model
+        from headswap_gui.core.heads import set_head_module
+
         reference = _reference_parameter(model, set(state.modules))
         for path, module in state.modules.items():
-            if reference is not None:
+            if reference is not None and module is not None:
                 module.to(device=reference.device)  # in place: the module object stays the same
-            _set_submodule(model, path, module)
+            set_head_module(model, path, module)
         loaded.class_names = state.class_names
         _restore_class_count_attributes(model, state.attributes)
         current = self.state.output_shapes
@@ -337,12 +341,6 @@ class SetHeadsCommand(QUndoCommand):
 
 
 # -- helpers -------------------------------------------------------------------------------------
-
-
-def _set_submodule(model: nn.Module, path: str, module: nn.Module) -> None:
-    parent_path, _, name = path.rpartition(".")
-    parent = model.get_submodule(parent_path) if parent_path else model
-    setattr(parent, name, module)
 
 
 def _reference_parameter(model: nn.Module, head_paths: set[str]) -> Any:

@@ -621,7 +621,9 @@ class MainWindow(QMainWindow):
                 spec = HeadSpec.from_dict(last)
             except Exception:  # noqa: BLE001 - a stale setting must not block the dialog
                 spec = None
-        old_modules = {h.path: loaded.model.get_submodule(h.path) for h in controller.heads}
+        from headswap_gui.core.heads import head_module
+
+        old_modules = {h.path: m for h in controller.heads if (m := head_module(loaded.model, h.path)) is not None}
         choice = HeadDialog.ask(
             self, heads=controller.heads, old_modules=old_modules, num_classes=num_classes,
             class_names=names, spec=spec, dataset_note=note,

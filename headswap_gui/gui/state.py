@@ -78,7 +78,8 @@ class WorkbenchState:
     def head_modules(self) -> list[Any]:
         if self.loaded is None:
             return []
-        return [self.loaded.model.get_submodule(h.path) for h in self.heads]
+        modules = dict(self.loaded.model.named_modules())
+        return [modules[h.path] for h in self.heads if h.path in modules]  # a head not attached yet has none
 
     def head_is_trained(self) -> bool:
         """Whether a current head module is one that was trained. By module identity, not by

@@ -13,7 +13,7 @@ from torch import nn
 from headswap_gui.cli import main as cli_main
 from headswap_gui.core.construction import build_empty
 from headswap_gui.core.errors import HeadNotFoundError
-from headswap_gui.core.heads import detect_heads, find_heads, replace_head
+from headswap_gui.core.heads import detect_heads, find_heads, replace_head, set_head_module
 from headswap_gui.core.input_size import declared_input_size, find_input_size
 from headswap_gui.core.tracing import trace_forward
 
@@ -196,8 +196,8 @@ def two_colours(tmp_path):
 
 def test_a_vit_trains_at_another_size_and_its_run_reloads(two_colours, tmp_path, capsys):
     run = tmp_path / "run"
-    assert cli_main(["train", "timm:test_vit", str(two_colours), "-o", str(run), "--epochs", "1",
-                     "--image-size", "64", "--batch-size", "4", "--freeze", "full"]) == 0  # built for 160 px
+    assert cli_main(["train", "timm:vit_tiny_patch16_224", str(two_colours), "-o", str(run), "--epochs", "1",
+                     "--image-size", "64", "--batch-size", "4", "--freeze", "full"]) == 0  # built for 224 px
     assert "set_input_size" in capsys.readouterr().err
     assert cli_main(["predict", str(run), str(two_colours / "red"), "--json"]) == 0
 
@@ -210,3 +210,43 @@ def test_an_image_size_the_model_cannot_take_is_refused_before_any_work(two_colo
     err = capsys.readouterr().err
     assert "does not run at 64×64 px; it runs at 288 px" in err and "Traceback" not in err
     assert not run.exists()
+
+
+class TokenEncoder(nn.Module):
+    """An encoder with no head slot that outputs tokens (B, N, C), like a VLM's vision tower."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 16, kernel_size=8, stride=8)
+        self.norm = nn.LayerNorm(16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.patch(x).flatten(2).transpose(1, 2))
+
+
+def test_an_encoder_without_a_slot_gets_a_head_attached_and_detached():
+    model = TokenEncoder()
+    names = set(model.state_dict())
+    heads = find_heads(model, 32)
+    assert [(h.path, h.role, h.in_features) for h in heads] == [("headswap_head", "new", 16)]
+    images = torch.rand(2, 3, 32, 32)
+    tokens = model(images)
+    new = replace_head(model, 3, heads=heads)
+    assert [(h.path, h.role, h.out_features) for h in new] == [("headswap_head", "main", 3)]
+    assert model(images).shape == (2, 3)
+    assert set(model.state_dict()) == names | {"headswap_head.weight", "headswap_head.bias"}  # backbone names kept
+    assert torch.equal(model(images), model.headswap_head(tokens.mean(1)))  # the mean of the tokens
+    assert [h.path for h in find_heads(model, 32)] == ["headswap_head"]  # found again, now as a head
+    set_head_module(model, "headswap_head", None)  # undo
+    assert type(model) is TokenEncoder and torch.equal(model(images), tokens)
+
+
+def test_an_encoder_with_an_attached_head_trains_and_its_run_reloads(two_colours, tmp_path, capsys):
+    path = tmp_path / "encoder.pt"
+    torch.save(TokenEncoder(), path)
+    run = tmp_path / "run"
+    assert cli_main(["train", str(path), str(two_colours), "-o", str(run), "--trust", "--epochs", "1",
+                     "--image-size", "32", "--batch-size", "4", "--freeze", "full"]) == 0
+    capsys.readouterr()
+    assert cli_main(["predict", str(run), str(two_colours / "red"), "--json", "--trust"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 6
