@@ -139,7 +139,7 @@ def find_heads(model: nn.Module, input_size: int | None = None, head_paths: list
 def detect_heads(model: nn.Module, input_size: int | None = None, head_paths: list[str] | None = None) -> HeadDetection:
     """Like :func:`find_heads`, also returning the eval-mode trace for the layer tree."""
     if head_paths:
-        return HeadDetection(tuple(_named_head(model, path) for path in head_paths))
+        return HeadDetection(tuple(_named_head(model, path, input_size) for path in head_paths))
     eval_trace = None
     if input_size is None:
         from .input_size import find_input_size
@@ -411,11 +411,17 @@ def _outermost_built_head(model: nn.Module, path: str) -> str:
     return path
 
 
-def _named_head(model: nn.Module, path: str) -> HeadInfo:
+def _named_head(model: nn.Module, path: str, input_size: int | None) -> HeadInfo:
     try:
-        model.get_submodule(path)
+        module = head_module(model, path)
     except AttributeError:
         raise HeadError(f"the model has no layer {path!r}; `headswap inspect` lists every layer path") from None
+    if module is None or not any(True for _ in module.parameters()):
+        # An empty slot (a feature extractor's Identity, an encoder's head-to-be): its width
+        # comes from a trace, as detection found it.
+        slot = next((h for h in detect_heads(model, input_size).heads if h.path == path and h.role == "new"), None)
+        if slot is not None:
+            return slot
     return _head_info(model, path, "main", "named by the user")
 
 

@@ -285,7 +285,9 @@ class SwapHeadCommand(QUndoCommand):
         heads = tuple(
             replace(
                 info,
-                role=old_by_path[info.path].role if info.path in old_by_path else info.role,
+                # swap_head names the heads by path, so their roles come from before the swap;
+                # an empty slot that got a head is the main head now.
+                role=_role_after_swap(old_by_path[info.path].role) if info.path in old_by_path else info.role,
                 found_by=(
                     f"replaced here with a new {spec.describe()} head (was {old_by_path[info.path].type_name} "
                     f"with {old_by_path[info.path].out_features:,} outputs)"
@@ -341,6 +343,10 @@ class SetHeadsCommand(QUndoCommand):
 
 
 # -- helpers -------------------------------------------------------------------------------------
+
+
+def _role_after_swap(role: str) -> str:
+    return "main" if role == "new" else role
 
 
 def _reference_parameter(model: nn.Module, head_paths: set[str]) -> Any:

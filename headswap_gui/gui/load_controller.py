@@ -108,15 +108,18 @@ class LoadController(QObject):
                 + result.head_problem + ". " + self.tr(USE_AS_HEAD_HINT)
             )
             window.statusBar().showMessage(self.tr("No classifier head found; right-click a layer → Use as head."), 10000)
-        else:
-            head = window.controller.main_head()
-            if head is not None:
-                window.statusBar().showMessage(
-                    self.tr("Loaded {source}; its head is {path} ({type}, {n} classes).").format(
-                        source=loaded.source, path=head.path, type=head.type_name, n=head.out_features
-                    ),
-                    10000,
-                )
+        elif (head := window.controller.main_head()) is not None and head.role == "new":
+            text = self.tr("feature extractor — a new head will be attached at {path} ({n} features) when you "
+                           "train or replace the head").format(path=head.path, n=head.in_features)
+            panel.set_status(panel.status_label.text() + "<br><b>" + text[0].upper() + text[1:] + "</b>")
+            window.statusBar().showMessage(self.tr("Loaded {source}: {text}.").format(source=loaded.source, text=text), 10000)
+        elif head is not None:
+            window.statusBar().showMessage(
+                self.tr("Loaded {source}; its head is {path} ({type}, {n} classes).").format(
+                    source=loaded.source, path=head.path, type=head.type_name, n=head.out_features
+                ),
+                10000,
+            )
         self.modelLoaded.emit(loaded)
 
     @Slot(str)

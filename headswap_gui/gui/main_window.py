@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 from PySide6.QtGui import (
     QAction,
+    QGuiApplication,
     QCloseEvent,
     QDragEnterEvent,
     QDragMoveEvent,
@@ -67,6 +68,7 @@ from headswap_gui.gui.run_controller import RunController
 from headswap_gui.gui.settings import AppSettings
 from headswap_gui.gui.state import WorkbenchState
 from headswap_gui.gui.training_controller import TrainingController
+from headswap_gui.gui.wheel_guard import guard_wheel
 
 if TYPE_CHECKING:
     from headswap_gui.core.data import DatasetInfo
@@ -87,6 +89,8 @@ DEMO_TRAIN_SETTINGS: dict[str, Any] = {
 }
 
 _CLOSE_WAIT_MS = 30_000
+_DEFAULT_SIZE = (1400, 900)  # where the screen has room
+_MODEL_PANE_SHARE = 38  # per cent of the width for the model tree
 _TAB_DATA, _TAB_TRAIN, _TAB_RESULTS, _TAB_TRY, _TAB_RUNS = "data", "train", "results", "try", "runs"
 
 
@@ -267,13 +271,13 @@ class MainWindow(QMainWindow):
         self.main_splitter.setStretchFactor(0, 0)
         self.main_splitter.setStretchFactor(1, 1)
         self.main_splitter.setChildrenCollapsible(False)
-        self.main_splitter.setSizes([575, 825])
+        self.main_splitter.setSizes([_MODEL_PANE_SHARE, 100 - _MODEL_PANE_SHARE])
         container = QWidget()
         layout = QVBoxLayout(container)
         layout.setContentsMargins(6, 6, 6, 0)
         layout.addWidget(self.main_splitter)
         self.setCentralWidget(container)
-        self.resize(1400, 900)
+        self._fit_to_screen(_DEFAULT_SIZE)
 
     @staticmethod
     def _placeholder(text: str) -> QWidget:
@@ -390,6 +394,7 @@ class MainWindow(QMainWindow):
         self.tabs.blockSignals(False)
         self._connect_panels()
         self._install_drop_router()
+        guard_wheel(self)  # the wheel scrolls pages; it does not change settings under the pointer
         saved = self.settings.splitter_state("trainStack")
         if saved is not None and getattr(self, "train_splitter", None) is not None:
             self.train_splitter.restoreState(saved)
@@ -429,10 +434,30 @@ class MainWindow(QMainWindow):
             if widget.acceptDrops():
                 widget.installEventFilter(self._drop_router)
 
+    def _fit_to_screen(self, size: tuple[int, int]) -> None:
+        """At most ``size``, at most 92 % of the screen's free area, and all of it on the
+        screen: a window that opens larger than a 1024×768 or 1280×720 screen hides its Stop
+        button, status bar and title-bar buttons."""
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        if screen is None:
+            self.resize(*size)
+            return
+        area = screen.availableGeometry()
+        width = min(size[0], int(area.width() * 0.92))
+        height = min(size[1], int(area.height() * 0.92))
+        self.resize(width, height)
+        frame = self.frameGeometry()
+        if not area.contains(frame):
+            frame.moveCenter(area.center())
+            self.move(max(area.left(), frame.left()), max(area.top(), frame.top()))
+        share = _MODEL_PANE_SHARE / 100
+        self.main_splitter.setSizes([int(width * share), width - int(width * share)])
+
     def _restore_layout(self) -> None:
         geometry = self.settings.window_geometry()
         if geometry is not None:
-            self.restoreGeometry(geometry)
+            self.restoreGeometry(geometry)  # saved on another (larger) screen, perhaps:
+            self._fit_to_screen((self.width(), self.height()))
         state = self.settings.window_state()
         if state is not None:
             self.restoreState(state)
