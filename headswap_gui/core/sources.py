@@ -15,7 +15,6 @@ One source string names a model for the command line and the window alike:
 from __future__ import annotations
 
 import os
-import pickle
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -454,11 +453,11 @@ def _torch_load(path: Path, *, trust: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except Exception as error:  # noqa: BLE001 - torch.load raises many types for bad files
-        text = str(error)
-        if isinstance(error, pickle.UnpicklingError) or not text:
-            detail = "unrecognised or truncated content"
-        else:
-            detail = text.splitlines()[0]
+        # Only torch's own archive reader says something a person can use ("failed finding
+        # central directory"); the pickle machinery's IndexError or KeyError ("pop from empty
+        # list") describes its internals, not the file.
+        text = str(error).splitlines()[0] if str(error) else ""
+        detail = text if type(error) is RuntimeError and text else "unrecognised or truncated content"
         raise SourceError(f"{path} is not a readable PyTorch file ({detail}); check that the file is complete") from None
 
 

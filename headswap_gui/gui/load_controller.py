@@ -100,7 +100,7 @@ class LoadController(QObject):
         if self._request.get("arch"):
             source = loaded.source  # a weights file: remembering it without its architecture would not reload
         window.remember_recent_model(source)
-        window.setWindowTitle(f"headswap — {loaded.source}")
+        window.setWindowTitle(loaded.source)  # Qt appends the application name, " — headswap"
         panel = window.model_panel
         if result.head_problem:
             panel.set_status(

@@ -434,8 +434,8 @@ class MainWindow(QMainWindow):
             if widget.acceptDrops():
                 widget.installEventFilter(self._drop_router)
 
-    def _fit_to_screen(self, size: tuple[int, int]) -> None:
-        """At most ``size``, at most 92 % of the screen's free area, and all of it on the
+    def _fit_to_screen(self, size: tuple[int, int], fill: float = 0.92) -> None:
+        """At most ``size``, at most ``fill`` of the screen's free area, and all of it on the
         screen: a window that opens larger than a 1024×768 or 1280×720 screen hides its Stop
         button, status bar and title-bar buttons."""
         screen = self.screen() or QGuiApplication.primaryScreen()
@@ -443,8 +443,8 @@ class MainWindow(QMainWindow):
             self.resize(*size)
             return
         area = screen.availableGeometry()
-        width = min(size[0], int(area.width() * 0.92))
-        height = min(size[1], int(area.height() * 0.92))
+        width = min(size[0], int(area.width() * fill))
+        height = min(size[1], int(area.height() * fill))
         self.resize(width, height)
         frame = self.frameGeometry()
         if not area.contains(frame):
@@ -457,7 +457,7 @@ class MainWindow(QMainWindow):
         geometry = self.settings.window_geometry()
         if geometry is not None:
             self.restoreGeometry(geometry)  # saved on another (larger) screen, perhaps:
-            self._fit_to_screen((self.width(), self.height()))
+            self._fit_to_screen((self.width(), self.height()), fill=1.0)
         state = self.settings.window_state()
         if state is not None:
             self.restoreState(state)

@@ -172,3 +172,11 @@ def test_hugging_face_models_load_and_swap_consistently(tmp_path):
     loaded.model.save_pretrained(tmp_path / "swapped")
     again = transformers.ViTForImageClassification.from_pretrained(tmp_path / "swapped")
     assert again.classifier.out_features == 2
+
+
+def test_a_broken_pickle_is_described_without_the_unpicklers_internals(tmp_path):
+    path = tmp_path / "broken.pt"
+    path.write_bytes(b"\x80\x02.")  # a pickle whose unpickler fails with IndexError("pop from empty list")
+    with pytest.raises(SourceError) as caught:
+        load_model(str(path))
+    assert "unrecognised or truncated content" in str(caught.value) and "pop from" not in str(caught.value)
