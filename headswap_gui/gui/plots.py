@@ -206,6 +206,7 @@ class TrainingPlotsView(QWidget):
         self._smoothing = _DEFAULT_SMOOTHING
         self._ema = _EmaState(self._smoothing)
         self._best_epoch: int | None = None
+        self._planned_epochs = 0  # the run's epoch count: the epoch axes span 1 … this
         self._best_point: tuple[float, float] | None = None
         self._applying_theme = False
         self._steps_dirty = False  # step data not yet handed to the curves
@@ -404,6 +405,7 @@ class TrainingPlotsView(QWidget):
                     1.0 if event.is_best else 0.0,
                 )
             )
+            self._planned_epochs = max(self._planned_epochs, int(event.epochs))
             if event.is_best:
                 self._best_epoch = int(event.epoch)
                 self._best_point = (float(event.epoch), float(event.val_accuracy))
@@ -429,6 +431,7 @@ class TrainingPlotsView(QWidget):
         self._ema = _EmaState(self._smoothing)
         self._best_epoch = None
         self._best_point = None
+        self._planned_epochs = 0
         self.refresh()
 
     def refresh(self) -> None:
@@ -465,6 +468,7 @@ class TrainingPlotsView(QWidget):
         self._val_acc_curve.setData(ex, epochs.column("val_accuracy"), connect="finite")
         self._train_eloss_curve.setData(ex, epochs.column("train_loss"), connect="finite")
         self._val_eloss_curve.setData(ex, epochs.column("val_loss"), connect="finite")
+        self._fit_epoch_axes()
         self._update_accuracy_title()
         if self._best_point is None:
             self._best_point_item.setData([], [])
@@ -479,6 +483,15 @@ class TrainingPlotsView(QWidget):
             for line in self._best_lines:
                 line.setValue(bx)
                 line.setVisible(True)
+
+    def _fit_epoch_axes(self) -> None:
+        """The epoch axes span 1 … the run's epochs (and the compared run's), not −1 … 3
+        around the first point as autorange would."""
+        drawn = [self._epochs.column("epoch"), self._compare_acc_curve.xData]
+        last = max((float(np.nanmax(x)) for x in drawn if x is not None and len(x)), default=0.0)
+        span = max(float(self._planned_epochs), last, 1.0)
+        for plot in (self._acc_plot, self._eloss_plot):
+            plot.setXRange(0.75, span + 0.25, padding=0)
 
     def _update_accuracy_title(self, *, force: bool = False) -> None:
         title = self.tr("Accuracy per epoch")
@@ -522,6 +535,7 @@ class TrainingPlotsView(QWidget):
         self._compare_eloss_curve.setData(x, np.asarray(val_loss, dtype=float), connect="finite")
         self._acc_legend.addItem(self._compare_acc_curve, f"val ({name})")
         self._eloss_legend.addItem(self._compare_eloss_curve, f"val ({name})")
+        self._fit_epoch_axes()
         self._apply_theme()
 
     def comparison(self) -> tuple[str | None, int]:

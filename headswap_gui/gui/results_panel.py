@@ -48,6 +48,7 @@ from PySide6.QtWidgets import (
     QScrollArea,
     QSizePolicy,
     QSplitter,
+    QStackedWidget,
     QTabWidget,
     QTableView,
     QToolTip,
@@ -547,7 +548,14 @@ class ResultsPanel(QWidget):
         self._tabs.setObjectName("resultsImageTabs")
         self._tabs.setAccessibleName(self.tr("Result images"))
         self._tabs.setDocumentMode(True)
-        self._tabs.addTab(self._gallery, "")
+        self._all_right_label = QLabel(self.tr("Every validation image is classified correctly: nothing to show here."), self)
+        self._all_right_label.setObjectName("allCorrectLabel")
+        self._all_right_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._all_right_label.setWordWrap(True)
+        self._gallery_stack = QStackedWidget(self)
+        self._gallery_stack.addWidget(self._gallery)
+        self._gallery_stack.addWidget(self._all_right_label)
+        self._tabs.addTab(self._gallery_stack, "")
         self._tabs.addTab(cell_page, "")
 
         outer = QSplitter(Qt.Orientation.Vertical, self)
@@ -765,6 +773,7 @@ class ResultsPanel(QWidget):
         self._tabs.setCurrentIndex(0)
         wrong = len(self._misclassified)
         self._tabs.setTabText(0, self.tr("Misclassified, highest loss first (%n)", "", wrong))
+        self._gallery_stack.setCurrentIndex(1 if self._names and wrong == 0 else 0)
         if not self._names:
             self._summary_label.setText(
                 self.tr("No results yet: train a model, and its validation results appear here.")

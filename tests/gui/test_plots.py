@@ -175,3 +175,11 @@ def test_follows_palette_changes(view: TrainingPlotsView) -> None:
     view.setPalette(palette)
     assert view._theme.dark
     assert view._graphics.backgroundBrush().color() == QColor(30, 30, 30)
+
+
+def test_the_epoch_axes_span_the_runs_epochs(qtbot, view: TrainingPlotsView) -> None:
+    view.add_event(epoch_metrics(1, 0.5, True))  # the first of 5 epochs
+    view.refresh()
+    for plot in (view._acc_plot, view._eloss_plot):
+        low, high = plot.getViewBox().viewRange()[0]
+        assert 0.5 <= low < 1 and 5 < high <= 5.5, (low, high)  # 1 … 5, not −1 … 3

@@ -146,3 +146,14 @@ def test_activating_a_misclassified_image_selects_its_cell(qtbot, panel, images)
     assert blocker.args == [2, 0]
     assert panel.selected_cell_images() == [images[6]]
     _settle(qtbot, panel)
+
+
+def test_a_perfect_result_says_so_instead_of_an_empty_gallery(qtbot, panel, images) -> None:
+    from PySide6.QtWidgets import QLabel
+
+    panel.set_results(NAMES, images, TRUE, TRUE, _probabilities(TRUE), LOSS)
+    assert panel.misclassified_count() == 0
+    label = panel.findChild(QLabel, "allCorrectLabel")
+    assert label.isVisibleTo(panel) and "classified correctly" in label.text()
+    panel.set_results(NAMES, images, TRUE, PRED, _probabilities(PRED), LOSS)
+    assert not label.isVisibleTo(panel)
