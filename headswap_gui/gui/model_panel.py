@@ -254,6 +254,9 @@ class ModelPanel(QWidget):
         self.status_label.setObjectName("modelStatusLabel")
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # A splitter does not ask a wrapped label how tall it gets at its width; reserve two
+        # lines, or a squeezed Model box draws the Weights row over the model list.
+        self.status_label.setMinimumHeight(2 * self.status_label.fontMetrics().lineSpacing() + 4)
 
         chooser = QGroupBox(self.tr("Model"))
         chooser.setObjectName("modelChooserBox")

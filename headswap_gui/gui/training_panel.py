@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from PySide6.QtCore import QEvent, Qt, Signal, Slot
@@ -165,6 +166,7 @@ class TrainingPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.clock: Callable[[], float] = time.monotonic  # rates and times left; a test may use its own
         self.setObjectName("trainingPanel")
         self.setAccessibleName(self.tr("Training settings and progress"))
         self._base = TrainConfig()
@@ -581,6 +583,8 @@ class TrainingPanel(QWidget):
         self._notes: list[str] = []
         self._rate_origin: tuple[float, float] | None = None  # (time, completed steps)
         self._epoch_eta: tuple[float, float] | None = None  # (time, eta seconds)
+        self._stage_origin: tuple[str, float, int] | None = None  # (stage, time, images done)
+        self._speed: float | None = None  # images/s as shown: smoothed, so it does not jump
         self._last_val: str = "—"
 
     def _reset_display(self) -> None:
@@ -618,6 +622,16 @@ class TrainingPanel(QWidget):
         self._progress.setRange(0, _PROGRESS_SCALE)
         self._progress.setValue(round(_PROGRESS_SCALE * min(event.done / total, 1.0)))
         self._progress.setFormat(f"{event.stage}: %p%")
+        # The feature pass is often the longest phase: its own rate and time left.
+        now = self.clock()
+        if self._stage_origin is None or self._stage_origin[0] != event.stage:
+            self._stage_origin = (event.stage, now, event.done)
+        else:
+            _, t0, done0 = self._stage_origin
+            if now - t0 >= 0.5 and event.done > done0:  # a rate over less than half a second is noise
+                rate = (event.done - done0) / (now - t0)
+                self._show_speed(rate)
+                self._eta_label.setText("≈ " + format_duration(max(event.total - event.done, 0) / rate))
         self._set_status(
             self._status_prefix(),
             note=self.tr("{stage}: {done:,} / {total:,} images").format(
@@ -628,6 +642,8 @@ class TrainingPanel(QWidget):
     def _leave_stage(self) -> None:
         if self._stage is not None:
             self._stage = None
+            self._speed = None  # the training steps' own rate from here on
+            self._eta_label.setText("—")  # until the steps give a time left of their own
             self._progress.setFormat("%p%")
             self._set_status(self._status_prefix(), note=self._notes[-1] if self._notes else None)
 
@@ -639,11 +655,11 @@ class TrainingPanel(QWidget):
         done_steps = (event.epoch - 1) * steps + min(event.step, steps)
         self._set_fraction(done_steps / (epochs * steps))
         self._epoch_label.setText(f"{event.epoch} / {epochs}")
-        self._step_label.setText(f"{event.step:,} / {steps:,}")
+        self._step_label.setText(self.tr("{step:,} / {steps:,} in this epoch · {done:,} of {total:,}").format(
+            step=event.step, steps=steps, done=event.global_step, total=epochs * steps))
         self._loss_label.setText(_number(event.loss))
-        if math.isfinite(event.images_per_second) and event.images_per_second > 0:
-            self._speed_label.setText(self.tr("{v:,.0f} images/s").format(v=event.images_per_second))
-        now = time.monotonic()
+        self._show_speed(event.images_per_second)
+        now = self.clock()
         if self._rate_origin is None:
             self._rate_origin = (now, float(done_steps))
         elif self._epoch_eta is None:
@@ -662,16 +678,25 @@ class TrainingPanel(QWidget):
         self._epochs_total = epochs
         self._set_fraction(event.epoch / epochs)
         self._epoch_label.setText(f"{event.epoch} / {epochs}")
-        self._step_label.setText(f"{self._steps_per_epoch:,} / {self._steps_per_epoch:,}")
+        spe = self._steps_per_epoch
+        self._step_label.setText(self.tr("{step:,} / {steps:,} in this epoch · {done:,} of {total:,}").format(
+            step=spe, steps=spe, done=event.epoch * spe, total=epochs * spe))
         self._loss_label.setText(self.tr("{train} (val {val})").format(
             train=_number(event.train_loss), val=_number(event.val_loss)
         ))
         best = self.tr(" — best so far") if event.is_best else ""
         self._val_label.setText(f"{_percent(event.val_accuracy)}{best}")
-        if math.isfinite(event.images_per_second) and event.images_per_second > 0:
-            self._speed_label.setText(self.tr("{v:,.0f} images/s").format(v=event.images_per_second))
-        self._epoch_eta = (time.monotonic(), float(event.eta_seconds))
+        self._speed = None  # the epoch's own average, as measured
+        self._show_speed(event.images_per_second)
+        self._epoch_eta = (self.clock(), float(event.eta_seconds))
         self._eta_label.setText(format_duration(event.eta_seconds))
+
+    def _show_speed(self, images_per_second: float) -> None:
+        """Images/s, smoothed over recent steps (one step's rate swings with the batch)."""
+        if not (math.isfinite(images_per_second) and images_per_second > 0):
+            return
+        self._speed = images_per_second if self._speed is None else 0.8 * self._speed + 0.2 * images_per_second
+        self._speed_label.setText(self.tr("{v:,.0f} images/s").format(v=self._speed))
 
     def _on_finished(self, event: RunFinished) -> None:
         self._leave_stage()

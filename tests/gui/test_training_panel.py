@@ -120,11 +120,12 @@ def test_events_drive_progress_labels_and_status(panel) -> None:
         if isinstance(event, StepMetrics) and event.global_step == 2:
             assert panel.progress_value() == 25
             assert child(panel, "epochLabel").text() == "1 / 2"
-            assert child(panel, "stepLabel").text() == "2 / 4"
+            assert child(panel, "stepLabel").text() == "2 / 4 in this epoch · 2 of 8"  # the plot's axis is the 2nd
             assert child(panel, "lossLabel").text() == "1"
             assert "640" in child(panel, "speedLabel").text()
         if isinstance(event, EpochMetrics) and event.epoch == 1:
             assert panel.progress_value() == 50
+            assert child(panel, "stepLabel").text() == "4 / 4 in this epoch · 4 of 8"
             assert "80.0%" in child(panel, "valLabel").text()
             assert child(panel, "etaLabel").text() == "2 s"
     assert seen == sorted(seen)  # never goes backwards
@@ -168,3 +169,22 @@ def test_interactive_widgets_are_named(panel) -> None:
                  "deviceComboBox", "precisionComboBox", "workersSpinBox", "seedSpinBox",
                  "patienceSpinBox", "moreSettingsToggle", "startButton", "stopButton"):
         assert child(panel, name).accessibleName(), name
+
+
+def test_the_feature_pass_shows_its_rate_and_time_left(panel) -> None:
+    clock = iter(range(100, 200))  # one second between events
+    panel.clock = lambda: float(next(clock))
+    panel.set_running(True)
+    panel.add_event(_run_events()[0])  # RunStarted
+    for done in (0, 100, 200):
+        panel.add_event(Progress("caching features", done, 1000))
+    assert child(panel, "speedLabel").text() == "100 images/s"
+    assert child(panel, "etaLabel").text() == "≈ 8 s"
+
+
+def test_the_speed_readout_is_smoothed(panel) -> None:
+    panel.set_running(True)
+    for i, rate in enumerate((4000.0, 30000.0), start=1):
+        panel.add_event(StepMetrics(1, i, 4, i, loss=1.0, lr=1e-3, images_per_second=rate))
+    shown = float(child(panel, "speedLabel").text().split()[0].replace(",", ""))
+    assert 4000 < shown < 10000  # one fast step does not throw the readout to 30,000
