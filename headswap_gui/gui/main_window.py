@@ -422,6 +422,8 @@ class MainWindow(QMainWindow):
         if self.training_panel is not None:
             self.training_panel.startRequested.connect(self.start_training)
             self.training_panel.stopRequested.connect(self.training.stop)
+        if self.results_panel is not None:
+            self.results_panel.imageActivated.connect(self._on_results_panel_imageActivated)
         self.runs_panel.openRequested.connect(self.open_run)
         self.runs_panel.resumeRequested.connect(self.resume_run)
         self.runs_panel.compareRequested.connect(self.compare_run)
@@ -780,6 +782,10 @@ class MainWindow(QMainWindow):
                 self.tr("Nothing to open there: drop a model file, an image folder or images."), 8000
             )
         return route
+
+    @Slot(str)
+    def _on_results_panel_imageActivated(self, path: str) -> None:
+        self.try_images([path])  # the image large, with the model's scores for every class
 
     def try_images(self, images: Sequence[str]) -> None:
         """Show the Try it page and classify ``images`` there."""

@@ -62,7 +62,7 @@ from headswap_gui.gui.thumbnails import ThumbnailLoader, icon_for
 __all__ = ["ConfusionMatrixView", "ResultsPanel"]
 
 _GALLERY_ICON = 80
-_LIST_ICON = 40
+_LIST_ICON = 64
 _GALLERY_GRID_WIDTH = 140
 _MAX_THUMBNAILS = 300  # per list; further rows show a placeholder until scrolled into a new cell
 _MIN_CELL, _MAX_CELL = 14, 56
@@ -431,10 +431,12 @@ class ResultsPanel(QWidget):
 
     Feed it with :meth:`set_results`, or :meth:`set_eval_result` with ``training.evaluate``'s
     ``EvalResult``. ``cellSelected(true_index, predicted_index)`` follows a click on the matrix or
-    :meth:`select_cell`.
+    :meth:`select_cell`; ``imageActivated(path)`` a double-click (or Enter) on an image of the
+    selected cell, to look at it closely (the window shows it on the Try it page).
     """
 
     cellSelected = Signal(int, int)
+    imageActivated = Signal(str)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -505,6 +507,7 @@ class ResultsPanel(QWidget):
         self._cell_list.setAccessibleName(self.tr("Images in the selected confusion-matrix cell"))
         self._cell_list.setIconSize(QSize(_LIST_ICON, _LIST_ICON))
         self._cell_list.setUniformItemSizes(True)
+        self._cell_list.itemActivated.connect(self._on_cell_list_itemActivated)
         self._cell_label.setBuddy(self._cell_list)
 
         top_split = QSplitter(Qt.Orientation.Horizontal, self)
@@ -840,6 +843,12 @@ class ResultsPanel(QWidget):
         index = item.data(_SAMPLE_ROLE)
         if index is not None:
             self.select_cell(int(self._true[index]), int(self._pred[index]))
+
+    @Slot(QListWidgetItem)
+    def _on_cell_list_itemActivated(self, item: QListWidgetItem) -> None:
+        path = item.data(Qt.ItemDataRole.UserRole)
+        if path:
+            self.imageActivated.emit(str(path))
 
     @Slot(int)
     def _on_list_scrolled(self, _value: int) -> None:

@@ -157,3 +157,17 @@ def test_a_perfect_result_says_so_instead_of_an_empty_gallery(qtbot, panel, imag
     assert label.isVisibleTo(panel) and "classified correctly" in label.text()
     panel.set_results(NAMES, images, TRUE, PRED, _probabilities(PRED), LOSS)
     assert not label.isVisibleTo(panel)
+
+
+def test_activating_an_image_of_a_cell_asks_to_look_at_it(qtbot, panel, images) -> None:
+    panel.set_results(NAMES, images, TRUE, PRED, _probabilities(PRED), LOSS)
+    panel.show()
+    qtbot.waitExposed(panel)
+    panel.select_cell(2, 0)
+    cell_list = panel.findChild(object, "cellImagesList")
+    qtbot.waitUntil(cell_list.isVisible, timeout=5000)
+    cell_list.setCurrentRow(0)
+    with qtbot.waitSignal(panel.imageActivated) as blocker:
+        qtbot.keyClick(cell_list, Qt.Key.Key_Return)  # Enter, as a double-click, activates the item
+    assert blocker.args == [images[6]]
+    _settle(qtbot, panel)
