@@ -186,7 +186,9 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, to
         raise HeadswapError(
             "the checkpoint's optimizer has other parameter groups than this run "
             f"(checkpoint: {[n for n, _ in recorded]}, now: {[n for n, _ in expected]}); "
-            "resume with the run's own freeze settings"
+            "resume with the run's own freeze settings. A run made by an earlier headswap may group a timm "
+            "model's parameters differently (position embeddings now without weight decay, blocks as timm "
+            "groups them); then open its folder as a model and start a new run from it"
         )
     by_param: dict[tuple[int, str], dict[str, Any]] = {}
     for key, tensor in tensors.items():
