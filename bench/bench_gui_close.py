@@ -39,7 +39,8 @@ def _folder(root: Path) -> Path:
 def measure(kind: str, work: Path) -> float:
     from headswap_gui.core import training
     from headswap_gui.core.events import StepMetrics
-    from headswap_gui.gui.main_window import MainWindow, StopTrainingQuestion
+    from headswap_gui.gui.main_window import MainWindow
+    from headswap_gui.gui.prompts import StopTrainingQuestion
     from headswap_gui.gui.settings import AppSettings
     from headswap_gui.gui.worker import running_runners
 
@@ -55,7 +56,7 @@ def measure(kind: str, work: Path) -> float:
         steps: list[object] = []
         config = training.TrainConfig(epochs=500, batch_size=2, image_size=32, device="cpu", cache_features="off")
         window.start_training(config)
-        window._runners["train"].eventEmitted.connect(lambda e: steps.append(e) if isinstance(e, StepMetrics) else None)
+        window.jobs.runner("train").eventEmitted.connect(lambda e: steps.append(e) if isinstance(e, StepMetrics) else None)
         _common.wait_until(lambda: len(steps) >= 3, 120, "training steps")
     started = time.perf_counter()
     window.close()

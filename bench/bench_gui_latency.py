@@ -194,7 +194,7 @@ def run_once(app: Any, args: argparse.Namespace, work: Path, index: int) -> dict
     marks["start"] = time.perf_counter()
     assert window.start_training(config)
     marks["start_call_done"] = time.perf_counter()
-    runner = window.runners()["train"]
+    runner = window.jobs.runner("train")
     runner.eventEmitted.connect(on_event)
     _common.wait_until(lambda: runner._thread is not None and runner._thread.worker_ident is not None, 30, "the worker")
     watchdog.worker_ident = runner._thread.worker_ident
@@ -227,7 +227,7 @@ def run_once(app: Any, args: argparse.Namespace, work: Path, index: int) -> dict
             "missed": max(0, int((b - a) * 1000 / PROBE_MS) - len(late)),
         }
     result["samples"] = watchdog.count
-    result["run_dir"] = window._last_run_dir
+    result["run_dir"] = window.state.run_dir
     result["start_call_ms"] = (marks["start_call_done"] - marks["start"]) * 1000
     # What the window does on the GUI thread when RunStarted arrives (and again at the end):
     # rebuild the layer tree of the model and re-show it. Timed here on the same model.

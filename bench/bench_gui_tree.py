@@ -104,7 +104,7 @@ def wait_shown(app: Any, window: Any, watch: PaintWatch, path: str, since_paints
 def direct_once(app: Any, window: Any, watch: PaintWatch, source: str) -> dict[str, float]:
     from headswap_gui.core.module_tree import inspect_model
     from headswap_gui.core.sources import load_model
-    from headswap_gui.gui.main_window import ModelLoadResult
+    from headswap_gui.gui.job_events import ModelLoadResult
 
     t0 = time.perf_counter()
     loaded = load_model(source, structure_only=True)
@@ -112,7 +112,7 @@ def direct_once(app: Any, window: Any, watch: PaintWatch, source: str) -> dict[s
     inspection = inspect_model(loaded.model, loaded.preprocessing.input_size)
     t3 = time.perf_counter()
     paints = watch.count
-    window._install_loaded(ModelLoadResult(
+    window.loads.install(ModelLoadResult(
         loaded, inspection.heads, dict(inspection.output_shapes), inspection.tree, inspection.problem
     ))
     t4 = time.perf_counter()

@@ -89,9 +89,11 @@ class LoadController(QObject):
         if isinstance(event, LoadStage):
             self._window.model_panel.set_busy(event.text)
         elif isinstance(event, ModelLoadResult):
-            self._install(event)
+            self.install(event)
 
-    def _install(self, result: ModelLoadResult) -> None:
+    def install(self, result: ModelLoadResult) -> None:
+        """Make a load result the current model (the load job does this; a benchmark that
+        loaded on its own thread may too)."""
         window = self._window
         loaded = result.loaded
         window.undo_stack.clear()
