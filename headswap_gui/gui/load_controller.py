@@ -55,9 +55,6 @@ class LoadController(QObject):
     def tr(text: str) -> str:  # noqa: D102 - Qt's translation hook
         return QCoreApplication.translate("LoadController", text)
 
-    def is_loading(self) -> bool:
-        return self._window.jobs.is_running("load")
-
     def load(self, source: str, *, download: bool = False, arch: str | None = None, trust: bool = False) -> bool:
         """Load ``source`` on a worker thread; ``modelLoaded`` or ``loadFailed`` follows."""
         window = self._window

@@ -46,9 +46,6 @@ class TrainingController(QObject):
     def tr(text: str) -> str:  # noqa: D102 - Qt's translation hook
         return QCoreApplication.translate("TrainingController", text)
 
-    def is_training(self) -> bool:
-        return self._window.jobs.is_running("train")
-
     # -- training -----------------------------------------------------------------------------
 
     def start(self, config: Any, *, run_dir: Path | None = None, resume: bool = False) -> bool:
@@ -56,7 +53,7 @@ class TrainingController(QObject):
         ``resume`` continues the run in ``run_dir`` (the loaded model must be that run's)."""
         window = self._window
         controller = window.controller
-        if self.is_training() or window.is_closing():
+        if window.is_training() or window.is_closing():
             return False
         loaded = controller.loaded
         dataset = window.dataset()
