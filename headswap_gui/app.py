@@ -5,6 +5,10 @@ afterwards on a worker thread (see :meth:`MainWindow.start_up`), so the window a
 a moment of launch even though those imports take seconds. Nothing imported at the top of
 this module, or of ``gui.main_window``, pulls them in.
 
+Before Qt is loaded, :mod:`headswap_gui.gui.platform_check` makes sure the window can open (a
+display, the system libraries Qt's xcb plugin needs); if not, it says what to install and
+``main`` returns 1 instead of letting Qt abort.
+
 ``HEADSWAP_GUI_EXIT_AFTER_PAINT=1`` makes the process print start-up timings as JSON and
 exit right after the first paint (used by the start-up test).
 """
@@ -84,6 +88,10 @@ def _dark_palette(QPalette, QColor):  # noqa: ANN001, ANN202, N803
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    problem = None if _qt_app_running() else _platform_problem()
+    if problem:
+        print(problem, file=sys.stderr, flush=True)
+        return 1
     from headswap_gui.gui.qt_env import prepare_qt_environment
 
     prepare_qt_environment()
@@ -145,6 +153,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         restore()  # main() may run again in this process (tests): leave no handler or timer behind
         app.aboutToQuit.disconnect(on_quit)
+
+
+def _qt_app_running() -> bool:
+    """Whether this process already has a Qt application (embedded use, tests): its platform
+    plugin is loaded, so there is nothing left to check."""
+    gui = sys.modules.get("PySide6.QtGui")
+    return gui is not None and gui.QGuiApplication.instance() is not None
+
+
+def _platform_problem() -> str | None:
+    """Why the window cannot open (no display, or system libraries Qt's xcb plugin lacks),
+    found before Qt is loaded, because Qt itself would only abort with a generic message."""
+    from headswap_gui.gui.platform_check import check_platform
+
+    return check_platform()
 
 
 def _quit_on_signals(app, window, owned: bool) -> Callable[[], None]:  # noqa: ANN001
