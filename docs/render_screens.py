@@ -1,11 +1,14 @@
-"""Render the window's main states to PNG for the documentation, offscreen, at 1400×900.
+"""Render the window's main states to PNG for the documentation, offscreen.
 
-    python docs/render_screens.py [--out docs] [--dark]
+    python docs/render_screens.py [--out docs] [--dark] [--sizes 1024x768,1280x720,1920x1080]
 
-Writes ``screen-model.png`` (the demo model, its head highlighted), ``screen-head-dialog.png``
-(the Replace head dialog over the window), ``screen-training.png`` (the Train page after a
-short demo run, live plots filled), ``screen-results.png`` (the Results page of that run) and
-``screen-runs.png`` (the Runs page: that run and a stopped one).
+At 1400×900 it writes ``screen-model.png`` (the demo model, its head highlighted),
+``screen-head-dialog.png`` (the Replace head dialog over the window), ``screen-training.png``
+(the Train page after a short demo run, live plots filled), ``screen-results.png`` (the
+Results page of that run) and ``screen-runs.png`` (the Runs page: that run and a stopped one).
+At each of ``--sizes`` it writes ``screens/<page>-<W>x<H>.png`` for the pages a user goes
+through (model, data, train during a run, results, try it), so a layout that breaks on a small
+or a large screen is seen, not guessed.
 Runs the real demo: the digits images and the run folder go to a temporary directory, and
 the settings are private, so nothing of the user's is read or changed. Takes about a minute
 on a laptop CPU (the one-time feature pass over 1,797 images dominates).
@@ -22,6 +25,7 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 SIZE = (1400, 900)
+SIZES = "1024x768,1280x720,1920x1080"
 TIMEOUT_MS = 600_000
 
 
@@ -29,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent), help="folder for the PNGs")
     parser.add_argument("--dark", action="store_true", help="render with the dark palette")
+    parser.add_argument("--sizes", default=SIZES, help="window sizes for the per-page shots, WxH,…")
     args = parser.parse_args(argv)
+    sizes = [tuple(int(v) for v in item.split("x")) for item in args.sizes.split(",") if item]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="headswap-screens-"))
@@ -83,6 +89,19 @@ def main(argv: list[str] | None = None) -> int:
         widget.grab().save(str(path))
         print(f"wrote {path}")
 
+    def shoot(page: str) -> None:
+        """The current page at every size, then back to the documentation size."""
+        folder = out / "screens"
+        folder.mkdir(exist_ok=True)
+        for width, height in sizes:
+            window.resize(width, height)
+            settle(300)
+            path = folder / f"{page}-{width}x{height}.png"
+            window.grab().save(str(path))
+            print(f"wrote {path}")
+        window.resize(*SIZE)
+        settle(200)
+
     window = MainWindow(runs_root=work / "runs")
     window.demo_data_dir = str(work / "digits")
     window.resize(*SIZE)
@@ -106,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
                 break
             settle(100)
     save(window, "screen-model.png")
+    shoot("model")
+    window.tabs.setCurrentIndex(window._tab_keys.index("data"))
+    shoot("data")
+    window.tabs.setCurrentIndex(0)
 
     # 2. The Replace head dialog, pre-filled from the digits, an MLP design chosen.
     from headswap_gui.gui.head_dialog import HeadDialog
@@ -139,8 +162,18 @@ def main(argv: list[str] | None = None) -> int:
     window.apply_training_settings({**DEMO_TRAIN_SETTINGS, "epochs": 8, "max_step_events_per_second": 1000.0})
     config = window.training_panel.config()
     window.start_training(config)
+    window.tabs.setCurrentIndex(window._tab_keys.index("train"))
+    from headswap_gui.core.events import EpochMetrics
+
+    runner = window.jobs.runner("train")
+    mid_run = QEventLoop()
+    runner.eventEmitted.connect(
+        lambda event: mid_run.quit() if isinstance(event, EpochMetrics) and event.epoch >= 3 else None
+    )
+    QTimer.singleShot(TIMEOUT_MS, mid_run.quit)
+    mid_run.exec()
+    shoot("train")  # during the run: epochs 4… still to come
     wait_for(window.trainingFinished, "the training run")
-    window.tabs.setCurrentIndex(1)
     save(window, "screen-training.png")
 
     # 4. The evaluation on the validation images.
@@ -159,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
                 break
             settle(100)
     save(window, "screen-results.png")
+    shoot("results")
+    window.try_images(sorted(str(p) for p in (work / "digits").rglob("*.png"))[:12])
+    wait_for(window.try_panel.predictionsReady, "the Try it predictions")
+    shoot("try")
 
     # 5. The Runs page with that run (and a second, stopped one, to show the statuses).
     window.apply_training_settings({**DEMO_TRAIN_SETTINGS, "epochs": 30})

@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from PySide6.QtCore import QObject, Qt, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QUrl, Signal, Slot
 from PySide6.QtGui import (
     QAction,
+    QDesktopServices,
     QGuiApplication,
     QCloseEvent,
     QDragEnterEvent,
@@ -32,6 +33,7 @@ from PySide6.QtGui import (
     QUndoStack,
 )
 from PySide6.QtWidgets import (
+    QDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -215,6 +217,24 @@ class MainWindow(QMainWindow):
             "stopTrainingAction", self.tr("S&top training"), "Esc",
             self.tr("Stop after the current step; the best epoch so far is kept"),
         )
+        self.model_pane_action = self._action(
+            "modelPaneAction", self.tr("&Model pane"), "Ctrl+B",
+            self.tr("Show or hide the model and its layers on the left, for more room on a small screen"),
+        )
+        self.model_pane_action.setCheckable(True)
+        self.model_pane_action.setChecked(True)
+        self.page_actions = []
+        for number, (key, title) in enumerate(
+            ((_TAB_DATA, self.tr("&Data")), (_TAB_TRAIN, self.tr("&Train")), (_TAB_RESULTS, self.tr("&Results")),
+             (_TAB_TRY, self.tr("Tr&y it")), (_TAB_RUNS, self.tr("Ru&ns"))),
+            start=1,
+        ):
+            action = self._action(f"{key}PageAction", self.tr("%1 page").replace("%1", title), f"Ctrl+{number}")
+            action.setData(key)
+            self.page_actions.append(action)
+        self.shortcuts_action = self._action(
+            "shortcutsAction", self.tr("&Keyboard shortcuts"), QKeySequence.StandardKey.HelpContents
+        )
         self.about_action = self._action("aboutAction", self.tr("&About headswap"))
         self.about_action.setMenuRole(QAction.MenuRole.AboutRole)
         self.editing_actions = (self.open_model_action, self.replace_head_action, self.undo_action, self.redo_action)
@@ -243,8 +263,16 @@ class MainWindow(QMainWindow):
         train_menu.setObjectName("trainingMenu")
         train_menu.addAction(self.start_action)
         train_menu.addAction(self.stop_action)
+        view_menu = bar.addMenu(self.tr("&View"))
+        view_menu.setObjectName("viewMenu")
+        view_menu.addAction(self.model_pane_action)
+        view_menu.addSeparator()
+        for action in self.page_actions:
+            view_menu.addAction(action)
         help_menu = bar.addMenu(self.tr("&Help"))
         help_menu.setObjectName("helpMenu")
+        help_menu.addAction(self.shortcuts_action)
+        help_menu.addSeparator()
         help_menu.addAction(self.about_action)
 
     def _build_central(self) -> None:
@@ -271,6 +299,9 @@ class MainWindow(QMainWindow):
         self.main_splitter.setStretchFactor(0, 0)
         self.main_splitter.setStretchFactor(1, 1)
         self.main_splitter.setChildrenCollapsible(False)
+        self.main_splitter.setCollapsible(0, True)  # View → Model pane, or drag it shut
+        self._model_pane_width = 0  # its width before it was folded away
+        self.main_splitter.splitterMoved.connect(self._sync_model_pane_action)
         self.main_splitter.setSizes([_MODEL_PANE_SHARE, 100 - _MODEL_PANE_SHARE])
         container = QWidget()
         layout = QVBoxLayout(container)
@@ -315,6 +346,10 @@ class MainWindow(QMainWindow):
         self.start_action.triggered.connect(self._on_start_action_triggered)
         self.stop_action.triggered.connect(self.stop_training)
         self.about_action.triggered.connect(self._on_about_action_triggered)
+        self.shortcuts_action.triggered.connect(self.show_shortcuts)
+        self.model_pane_action.toggled.connect(self.set_model_pane_visible)
+        for action in self.page_actions:
+            action.triggered.connect(lambda _checked=False, key=action.data(): self.show_page(key))
         self.undo_stack.canUndoChanged.connect(self._update_actions)
         self.undo_stack.canRedoChanged.connect(self._update_actions)
         self.undo_stack.undoTextChanged.connect(self._update_actions)
@@ -366,18 +401,18 @@ class MainWindow(QMainWindow):
         self.runs_panel = RunsPanel(self, root=self._runs_root)
 
         # Stacked: the form lays its two setting groups side by side at this width, and the
-        # plots get the page's full width.
-        self.train_splitter = QSplitter(Qt.Orientation.Vertical)
-        self.train_splitter.setObjectName("trainSplitter")
-        self.train_splitter.addWidget(self.training_panel)  # scrolls its own form
-        self.train_splitter.addWidget(_scrollable(self.plots_view))
-        self.train_splitter.setChildrenCollapsible(False)
-        self.train_splitter.setStretchFactor(0, 0)
-        self.train_splitter.setStretchFactor(1, 1)
-        self.train_splitter.setSizes([400, 420])
+        # plots get the page's full width and whatever height the form leaves (the form folds
+        # away while a run trains).
+        self.train_page = QWidget()
+        self.train_page.setObjectName("trainPage")
+        train_layout = QVBoxLayout(self.train_page)
+        train_layout.setContentsMargins(0, 0, 0, 0)
+        train_layout.setSpacing(0)
+        train_layout.addWidget(self.training_panel)
+        train_layout.addWidget(_scrollable(self.plots_view), 1)
         pages = {
             _TAB_DATA: self.data_panel,
-            _TAB_TRAIN: self.train_splitter,
+            _TAB_TRAIN: self.train_page,
             _TAB_RESULTS: self.results_panel,
             _TAB_TRY: self.try_panel,
             _TAB_RUNS: self.runs_panel,
@@ -395,9 +430,6 @@ class MainWindow(QMainWindow):
         self._connect_panels()
         self._install_drop_router()
         guard_wheel(self)  # the wheel scrolls pages; it does not change settings under the pointer
-        saved = self.settings.splitter_state("trainStack")
-        if saved is not None and getattr(self, "train_splitter", None) is not None:
-            self.train_splitter.restoreState(saved)
         tab = self.settings.current_tab()
         if tab in self._tab_keys:
             self.tabs.setCurrentIndex(self._tab_keys.index(tab))
@@ -466,6 +498,7 @@ class MainWindow(QMainWindow):
         splitter = self.settings.splitter_state("main")
         if splitter is not None:
             self.main_splitter.restoreState(splitter)
+            self._sync_model_pane_action()
         model_splitter = self.settings.splitter_state("model")
         if model_splitter is not None:
             self.model_panel.splitter.restoreState(model_splitter)
@@ -479,8 +512,6 @@ class MainWindow(QMainWindow):
         self.settings.set_window_state(self.saveState())
         self.settings.set_splitter_state("main", self.main_splitter.saveState())
         self.settings.set_splitter_state("model", self.model_panel.splitter.saveState())
-        if getattr(self, "train_splitter", None) is not None:
-            self.settings.set_splitter_state("trainStack", self.train_splitter.saveState())
         index = self.tabs.currentIndex()
         if 0 <= index < len(self._tab_keys):
             self.settings.set_current_tab(self._tab_keys[index])
@@ -1003,6 +1034,32 @@ class MainWindow(QMainWindow):
             text = describe() if callable(describe) else str(report)
             self.last_export = report
             self.statusBar().showMessage(self.tr("Exported: {text}").format(text=text), 20000)
+            if not self._closing:
+                self._show_export_done(report)
+
+    def _show_export_done(self, report: Any) -> None:
+        """Say where the export went and how closely it matches PyTorch, with a way to the
+        folder: a status-bar line alone is gone before a user looks for the file."""
+        path = Path(report.path)
+        size = path.stat().st_size if path.is_file() else 0
+        match = (
+            self.tr("It gives the same class scores as PyTorch on {n} {source} (largest difference {d:.1e}).")
+            if report.max_abs_logit_difference < 1e-3
+            else self.tr("Its class scores differ from PyTorch's by up to {d:.1e} on {n} {source}: "
+                         "check it before relying on it.")
+        ).format(n=report.samples, source=report.sample_source, d=report.max_abs_logit_difference)
+        box = QMessageBox(
+            QMessageBox.Icon.Information, self.tr("Export finished"),
+            self.tr("Wrote the {fmt} model ({size}) to\n{path}\n\n{match}").format(
+                fmt=report.format, size=_file_size(size), path=str(path), match=match
+            ),
+            QMessageBox.StandardButton.Ok, self,
+        )
+        box.setObjectName("exportDoneBox")
+        reveal = box.addButton(self.tr("Show in folder"), QMessageBox.ButtonRole.ActionRole)
+        reveal.clicked.connect(lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(path.parent))))
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
 
     @Slot(str)
     def _on_export_runner_failed(self, message: str) -> None:
@@ -1039,6 +1096,35 @@ class MainWindow(QMainWindow):
             self.open_data_folder(value)
 
     @Slot()
+    def set_model_pane_visible(self, visible: bool) -> None:
+        """Show or fold away the model pane; folded, the pages get the whole width."""
+        sizes = self.main_splitter.sizes()
+        total = sum(sizes)
+        if visible and sizes[0] == 0:
+            width = self._model_pane_width or int(total * _MODEL_PANE_SHARE / 100)
+            self.main_splitter.setSizes([width, total - width])
+        elif not visible and sizes[0] > 0:
+            self._model_pane_width = sizes[0]  # it comes back as wide as it was
+            self.main_splitter.setSizes([0, total])
+        self._sync_model_pane_action()
+
+    def model_pane_visible(self) -> bool:
+        return self.main_splitter.sizes()[0] > 0
+
+    def _sync_model_pane_action(self, *_args: object) -> None:
+        self.model_pane_action.blockSignals(True)
+        self.model_pane_action.setChecked(self.model_pane_visible())
+        self.model_pane_action.blockSignals(False)
+
+    def show_shortcuts(self) -> QDialog:
+        """Help → Keyboard shortcuts, read from the window's actions; returns the open dialog."""
+        from headswap_gui.gui.shortcuts_dialog import WIDGET_KEYS, ShortcutsDialog, shortcut_rows
+
+        dialog = ShortcutsDialog(self, shortcut_rows(self.actions()) + list(WIDGET_KEYS))
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
+        return dialog
+
     def _on_about_action_triggered(self) -> None:
         QMessageBox.about(
             self,
@@ -1167,6 +1253,12 @@ def _scrollable(widget: QWidget) -> QWidget:
     area.setFrameShape(QFrame.Shape.NoFrame)
     area.setWidget(widget)
     return area
+
+
+def _file_size(n: int) -> str:
+    if n >= 1 << 20:
+        return f"{n / (1 << 20):.1f} MB"
+    return f"{max(1, round(n / 1024))} KB"
 
 
 def _short_count(n: int) -> str:

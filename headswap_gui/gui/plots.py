@@ -33,6 +33,8 @@ from PySide6.QtCore import QEvent, Qt, QTimer, Signal, Slot  # noqa: E402
 from PySide6.QtGui import QColor, QPalette  # noqa: E402
 from PySide6.QtWidgets import (  # noqa: E402
     QCheckBox,
+    QGraphicsLinearLayout,
+    QGraphicsWidget,
     QHBoxLayout,
     QLabel,
     QSizePolicy,
@@ -141,24 +143,38 @@ class _IntegerAxis(pg.AxisItem):
         return whole or [(1.0, 0.0)]
 
 
-_LEGEND_CELL = (1, 1)  # PlotItem's grid: row 0 title, 1 top axis, 2 data, 3 bottom axis; column 1 data
+_TITLE_CELL = (0, 1)  # PlotItem's grid: row 0 title, 1 top axis, 2 data, 3 bottom axis; column 1 data
+_BELOW_CELL = (4, 1)  # a row of our own under the bottom axis
 
 
-def _legend_above(plot: pg.PlotItem, columns: int) -> pg.LegendItem:
-    """A one-line legend between the plot's title and its data area, right-aligned.
-
-    It takes the grid cell of the top axis (never shown in these plots, so it leaves the
-    layout), so the layout reserves the legend's height and the view box shrinks to make room:
-    the legend can never cover a curve, wherever the data falls. Curves created afterwards
-    with ``plot.plot(name=...)`` add themselves, as with ``PlotItem.addLegend``.
+def _legend_outside(plot: pg.PlotItem, columns: int, *, in_title_row: bool) -> pg.LegendItem:
+    """A one-line legend outside the data area, so it can never cover a curve wherever the
+    data falls: in the title's row on the right (a wide plot, where both fit), or under the
+    x axis (a narrow one). The never-shown top axis leaves the layout either way, so the data
+    area keeps at least 120 px on a 1024×768 screen. Curves created afterwards with
+    ``plot.plot(name=...)`` add themselves, as with ``PlotItem.addLegend``.
     """
     top_axis = plot.getAxis("top")
     top_axis.hide()
     plot.layout.removeItem(top_axis)
+    plot.layout.setRowFixedHeight(1, 0)
     legend = pg.LegendItem(offset=None, colCount=columns, horSpacing=10, verSpacing=0, labelTextSize="9pt")
     legend.layout.setContentsMargins(4, 0, 0, 0)
     legend.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)  # its own size, not the row's
-    plot.layout.addItem(legend, *_LEGEND_CELL, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+    if in_title_row:
+        title = plot.titleLabel
+        title.opts["justify"] = "left"
+        plot.layout.removeItem(title)
+        header = QGraphicsWidget(plot)
+        row = QGraphicsLinearLayout(Qt.Orientation.Horizontal, header)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addItem(title)
+        row.addStretch(1)
+        row.addItem(legend)
+        row.setAlignment(legend, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        plot.layout.addItem(header, *_TITLE_CELL)
+    else:
+        plot.layout.addItem(legend, *_BELOW_CELL, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
     plot.legend = legend
     return legend
 
@@ -271,7 +287,8 @@ class TrainingPlotsView(QWidget):
         self._graphics = pg.GraphicsLayoutWidget(self)
         self._graphics.setObjectName("trainingPlotsGraphics")
         self._graphics.setAccessibleName(self.tr("Training plots"))
-        self._graphics.setMinimumSize(360, 300)
+        # Two rows of plots, each data area at least 120 px high (with its title, axis and legend).
+        self._graphics.setMinimumSize(360, 2 * (120 + 86))
         self._graphics.ci.setContentsMargins(4, 4, 4, 4)
         self._graphics.ci.layout.setHorizontalSpacing(12)
         self._graphics.ci.layout.setVerticalSpacing(8)
@@ -279,8 +296,8 @@ class TrainingPlotsView(QWidget):
         loss = self._graphics.addPlot(row=0, col=0, colspan=2)
         acc = self._graphics.addPlot(row=1, col=0, axisItems={"bottom": _IntegerAxis("bottom")})
         eloss = self._graphics.addPlot(row=1, col=1, axisItems={"bottom": _IntegerAxis("bottom")})
-        self._graphics.ci.layout.setRowStretchFactor(0, 3)
-        self._graphics.ci.layout.setRowStretchFactor(1, 2)
+        self._graphics.ci.layout.setRowStretchFactor(0, 1)
+        self._graphics.ci.layout.setRowStretchFactor(1, 1)
         self._loss_plot, self._acc_plot, self._eloss_plot = loss, acc, eloss
 
         for plot in (loss, acc, eloss):
@@ -292,9 +309,9 @@ class TrainingPlotsView(QWidget):
 
         # Legends sit above the data area, not on it: curves reach every corner of these plots
         # (accuracy climbs into the top right, loss falls into the bottom right).
-        self._loss_legend = _legend_above(loss, columns=2)
-        self._acc_legend = _legend_above(acc, columns=3)
-        self._eloss_legend = _legend_above(eloss, columns=2)
+        self._loss_legend = _legend_outside(loss, columns=2, in_title_row=True)
+        self._acc_legend = _legend_outside(acc, columns=3, in_title_row=False)
+        self._eloss_legend = _legend_outside(eloss, columns=2, in_title_row=False)
 
         self._raw_curve = loss.plot(name="raw")
         self._smooth_curve = loss.plot(name="smoothed")
@@ -330,18 +347,19 @@ class TrainingPlotsView(QWidget):
             self._graphics.setBackground(theme.background)
             fg = theme.foreground
             titles = {
-                self._loss_plot: ("Training loss per step", "global step", "loss"),
-                self._acc_plot: ("Accuracy per epoch", "epoch", "accuracy"),
-                self._eloss_plot: ("Loss per epoch", "epoch", "loss"),
+                # The x axes carry no label: the title names them, and the row it would take
+                # is the data's.
+                self._loss_plot: ("Training loss per global step", "loss"),
+                self._acc_plot: ("Accuracy per epoch", "accuracy"),
+                self._eloss_plot: ("Loss per epoch", "loss"),
             }
-            for plot, (title, xlabel, ylabel) in titles.items():
+            for plot, (title, ylabel) in titles.items():
                 plot.setTitle(title, color=fg, size="10pt")
                 for side in ("left", "bottom"):
                     axis = plot.getAxis(side)
                     axis.enableAutoSIPrefix(False)  # "accuracy (x0.001)" reads badly
                     axis.setPen(pg.mkPen(fg))
                     axis.setTextPen(pg.mkPen(fg))
-                plot.setLabel("bottom", xlabel, color=fg.name())
                 plot.setLabel("left", ylabel, color=fg.name())
             self._update_accuracy_title(force=True)
             self._update_loss_label()
@@ -504,6 +522,10 @@ class TrainingPlotsView(QWidget):
     def _update_loss_label(self) -> None:
         label = self.tr("loss (log scale)") if self.log_scale() else self.tr("loss")
         self._loss_plot.setLabel("left", label, color=self._theme.foreground.name())
+
+    def plot_items(self) -> tuple[pg.PlotItem, pg.PlotItem, pg.PlotItem]:
+        """The step-loss, epoch-accuracy and epoch-loss plots (for layout checks)."""
+        return self._loss_plot, self._acc_plot, self._eloss_plot
 
     def smoothing(self) -> float:
         return self._smoothing

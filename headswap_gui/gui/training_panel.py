@@ -347,6 +347,24 @@ class TrainingPanel(QWidget):
         scroll.setWidget(form_widget)
         self._scroll = scroll
 
+        # The settings fold away while a run trains, so the plots get the page's height on a
+        # small screen; the header says what the run uses either way.
+        self._settings_toggle = QToolButton(self)
+        self._name(self._settings_toggle, "settingsToggle", self.tr("Show the training settings"))
+        self._settings_toggle.setText(self.tr("Settings"))
+        self._settings_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self._settings_toggle.setCheckable(True)
+        self._settings_toggle.setChecked(True)
+        self._settings_toggle.setAutoRaise(True)
+        self._settings_toggle.setArrowType(Qt.ArrowType.DownArrow)
+        self._settings_toggle.toggled.connect(self._on_settings_toggle_toggled)
+        self._settings_summary = QLabel(self)
+        self._settings_summary.setObjectName("settingsSummary")
+        self._settings_summary.setAccessibleName(self.tr("Settings of this run"))
+        self._settings_summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._settings_summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self._settings_summary.hide()
+
         # Start / Stop.
         self._start_button = QPushButton(self.tr("Start training"), self)
         self._name(self._start_button, "startButton", self.tr("Start training"))
@@ -356,9 +374,14 @@ class TrainingPanel(QWidget):
         self._name(self._stop_button, "stopButton", self.tr("Stop training"))
         self._stop_button.setToolTip(self.tr("Stop after the current step; the best epoch so far is kept"))
         self._stop_button.clicked.connect(self._on_stop_button_clicked)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self._start_button, 1)
-        buttons.addWidget(self._stop_button)
+        # One header row: the settings toggle (or the run's settings in one line), Start, Stop.
+        header = QHBoxLayout()
+        header.setContentsMargins(0, 0, 0, 0)
+        header.addWidget(self._settings_toggle)
+        header.addWidget(self._settings_summary, 1)
+        header.addStretch(0)
+        header.addWidget(self._start_button)
+        header.addWidget(self._stop_button)
 
         # Progress.
         self._progress = QProgressBar(self)
@@ -386,11 +409,11 @@ class TrainingPanel(QWidget):
         ):
             caption_label = QLabel(caption + ":", self)
             caption_label.setBuddy(label)
-            row, col = divmod(i, 2)
+            row, col = divmod(i, 3)
             stats.addWidget(caption_label, row, 2 * col)
             stats.addWidget(label, row, 2 * col + 1)
-        stats.setColumnStretch(1, 1)
-        stats.setColumnStretch(3, 1)
+        for column in (1, 3, 5):
+            stats.setColumnStretch(column, 1)
         self._status_label = QLabel(self)
         self._status_label.setObjectName("trainingStatusLabel")
         self._status_label.setAccessibleName(self.tr("Training status"))
@@ -400,18 +423,22 @@ class TrainingPanel(QWidget):
 
         progress_box = QGroupBox(self.tr("Progress"), self)
         progress_layout = QVBoxLayout(progress_box)
-        progress_layout.setSpacing(6)
-        progress_layout.addLayout(buttons)
+        progress_layout.setSpacing(4)
         progress_layout.addWidget(self._progress)
         progress_layout.addLayout(stats)
         progress_layout.addWidget(self._status_label)
+        progress_box.setVisible(False)  # nothing to show before the first run: the plots get the room
+        self._progress_box = progress_box
 
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(8, 8, 8, 8)
-        layout.setSpacing(8)
+        layout.setContentsMargins(8, 4, 8, 4)
+        layout.setSpacing(4)
+        layout.addLayout(header)
         layout.addWidget(scroll, 1)
         layout.addWidget(progress_box)
         self._layout = layout
+        # Never taller than the form needs: the plots below take the rest of the page.
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
 
     def _name(self, widget: QWidget, object_name: str, accessible: str) -> None:
         widget.setObjectName(object_name)
@@ -527,11 +554,17 @@ class TrainingPanel(QWidget):
     # -- running ----------------------------------------------------------------------------
 
     def set_running(self, running: bool) -> None:
-        """Lock the form and swap Start for Stop while a run is active."""
+        """Lock the form and swap Start for Stop while a run is active. The settings fold away
+        when a run starts and stay folded after it, so its curves keep the page's height; the
+        header's toggle brings them back."""
         self._running = bool(running)
         self._form_widget.setEnabled(not running)
         self._start_button.setEnabled(not running)
         self._stop_button.setEnabled(running)
+        if running:
+            self.set_settings_expanded(False)
+            self._progress_box.setVisible(True)
+        self._settings_summary.setText(self.settings_summary())
         if running:
             self._reset_display()
             self._progress.setRange(0, 0)  # busy until RunStarted says how long the run is
@@ -765,11 +798,46 @@ class TrainingPanel(QWidget):
         self._set_status(self.tr("Stopping after the current step…"))
         self.stopRequested.emit()
 
+    def settings_expanded(self) -> bool:
+        return self._settings_toggle.isChecked()
+
+    def set_settings_expanded(self, expanded: bool) -> None:
+        """Show the settings form, or fold it into a one-line summary above the progress."""
+        self._settings_toggle.setChecked(expanded)
+
+    def settings_summary(self) -> str:
+        """The form in one line: "8 epochs · batch 32 · lr 0.001 · head only · 224 px · cpu"."""
+        size = self._image_size.value()
+        parts = [
+            self.tr("{n} epochs").format(n=self._epochs.value()) if self._epochs.value() != 1 else self.tr("1 epoch"),
+            self.tr("batch {n}").format(n=self._batch.value()),
+            self.tr("lr {lr}").format(lr=f"{float(self._lr.value()):g}"),
+            self._freeze.currentText().split(" (")[0].lower(),
+            self.tr("{n} px").format(n=size) if size else self._image_size.specialValueText(),
+            self._device.currentText().split(" (")[0],
+        ]
+        return " · ".join(part for part in parts if part)
+
+    @Slot(bool)
+    def _on_settings_toggle_toggled(self, expanded: bool) -> None:
+        self._settings_toggle.setArrowType(Qt.ArrowType.DownArrow if expanded else Qt.ArrowType.RightArrow)
+        self._scroll.setVisible(expanded)
+        self._settings_summary.setText(self.settings_summary())
+        self._settings_summary.setVisible(not expanded)
+        self.updateGeometry()
+
     @Slot(bool)
     def _on_more_button_toggled(self, checked: bool) -> None:
         self._more_button.setArrowType(Qt.ArrowType.DownArrow if checked else Qt.ArrowType.RightArrow)
         for field in self._more_fields:
             self._run_form.setRowVisible(field, checked)
+        self._fit_scroll_to_form()
+
+    def _fit_scroll_to_form(self) -> None:
+        """The settings area is as tall as the form and no taller: the plots below get the rest
+        of the page, and the form scrolls only when the screen is too short for it."""
+        self._form_widget.adjustSize()
+        self._scroll.setMaximumHeight(self._form_widget.sizeHint().height() + 2 * self._scroll.frameWidth())
 
     @Slot(int)
     def _on_freeze_currentIndexChanged(self, _index: int) -> None:
@@ -784,6 +852,7 @@ class TrainingPanel(QWidget):
         self._schedule_form.setRowVisible(self._unfreeze_after, policy == "gradual")
         self._schedule_form.setRowVisible(self._last_k, policy == "last-k")
         self._freeze.setToolTip(self.tr(_FREEZE_TIPS.get(policy, "")))
+        self._fit_scroll_to_form()
 
     def _update_precision_enabled(self) -> None:
         device = self._device.currentData() or "auto"
@@ -809,6 +878,7 @@ class TrainingPanel(QWidget):
         direction = QBoxLayout.Direction.LeftToRight if wide else QBoxLayout.Direction.TopToBottom
         if self._groups.direction() != direction:
             self._groups.setDirection(direction)
+            self._fit_scroll_to_form()
         super().resizeEvent(event)
 
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override
