@@ -190,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="*", help="image files or folders (default: a few of the run's validation images)")
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--json", action="store_true")
+    predict.add_argument("--csv", metavar="FILE", help="also write every prediction to this CSV file "
+                                                       "(one row per image, with not_sure and error columns)")
+    predict.add_argument("--not-sure-below", type=float, metavar="P",
+                         help="call a prediction not sure when its top probability is below P, 0 to 1 "
+                              "(default 0.6, as in the window)")
     predict.add_argument("--trust", action="store_true", help=_TRUST_HELP)
     predict.set_defaults(handler=_predict)
 
@@ -469,9 +474,12 @@ def _predict(args: argparse.Namespace) -> int:
     from .core.errors import HeadswapError
     from .core.export import sample_images
     from .core.images import is_image_file
-    from .core.predict import predict_images
+    from .core.predict import NOT_SURE_BELOW, predict_images, write_predictions_csv
     from .core.sources import load_model
 
+    threshold = NOT_SURE_BELOW if args.not_sure_below is None else args.not_sure_below
+    if not 0.0 <= threshold <= 1.0:
+        raise HeadswapError(f"--not-sure-below is a probability from 0 to 1, not {args.not_sure_below:g}")
     loaded = load_model(args.source, trust=args.trust)
     images: list[str] = []
     for item in args.images:
@@ -497,9 +505,15 @@ def _predict(args: argparse.Namespace) -> int:
         for prediction in predictions:
             if prediction.error is None:
                 ranked = ", ".join(f"{label} {p:.1%}" for label, p in zip(prediction.labels, prediction.probabilities))
-                print(f"{printable_path(prediction.image)}: {ranked}")
+                doubt = " (not sure)" if prediction.not_sure(threshold) else ""
+                print(f"{printable_path(prediction.image)}: {ranked}{doubt}")
     for prediction in failed:
         print(f"headswap: {printable_path(prediction.image)}: {prediction.error}", file=sys.stderr)
+    if args.csv:  # after the printout, so a file that cannot be written loses no results
+        write_predictions_csv(args.csv, predictions, threshold)
+        unsure = sum(1 for p in predictions if p.not_sure(threshold))
+        count = f"{len(predictions)} prediction{'' if len(predictions) == 1 else 's'}"
+        print(f"headswap: wrote {count} ({unsure} not sure) to {printable_path(args.csv)}", file=sys.stderr)
     if failed:
         print(f"headswap: {len(failed)} of {len(predictions)} images could not be classified", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -4,10 +4,13 @@ Predictions come from ``core.predict.predict_images`` — the same preprocessing
 as training's validation — run on a worker thread in small chunks, so the first results show
 while the rest are computed. Each image is listed with its thumbnail beside its top-k classes
 as probability bars. A file that cannot be read gets its own error row; the others go on.
+A top class below core's "not sure" threshold is shown as a guess, not as the answer, and the
+list can be saved as the same CSV that ``headswap predict --csv`` writes.
 """
 
 from __future__ import annotations
 
+import html
 import os
 import threading
 from pathlib import Path
@@ -15,17 +18,20 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from PySide6.QtCore import (
     QAbstractListModel,
+    QCoreApplication,
     QEvent,
     QModelIndex,
     QPersistentModelIndex,
     QRect,
     QSize,
     Qt,
+    QUrl,
     Signal,
     Slot,
 )
 from PySide6.QtGui import (
     QColor,
+    QDesktopServices,
     QDragEnterEvent,
     QDragMoveEvent,
     QDropEvent,
@@ -53,8 +59,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from headswap_gui.core.errors import HeadswapError
 from headswap_gui.core.images import IMAGE_EXTENSIONS, is_image_file
-from headswap_gui.core.predict import Prediction, predict_images
+from headswap_gui.core.predict import Prediction, predict_images, write_predictions_csv
 from headswap_gui.gui.jobs import ModelLease, leased
 from headswap_gui.gui.thumbnails import Thumbnail, ThumbnailLoader, fit_pixmap, placeholder_pixmap
 from headswap_gui.gui.worker import GeneratorRunner
@@ -81,6 +88,16 @@ def prediction_events(
             (path, prediction, None) if prediction.error is None else (path, None, prediction.error)
             for path, prediction in zip(chunk, predict_images(loaded, chunk, top_k=top_k))
         ]
+
+
+def _not_sure_text(prediction: Prediction) -> str | None:
+    """"Not sure — maybe cat (41%)" when the top class is below core's threshold, else None:
+    softmax always names a class, and a new user reads a bare top label as the answer."""
+    if not prediction.not_sure():
+        return None
+    return QCoreApplication.translate("TryPanel", "Not sure — maybe {label} ({probability})").format(
+        label=prediction.labels[0], probability=f"{prediction.probabilities[0]:.0%}"
+    )
 
 
 class _PredictionListModel(QAbstractListModel):
@@ -150,6 +167,15 @@ class _PredictionListModel(QAbstractListModel):
     def error(self, path: str) -> str | None:
         return self._rows.get(path, (None, None))[1]
 
+    def finished(self) -> list[Prediction]:
+        """Every row that has its prediction or error, in list order (pending rows are left out)."""
+        rows = [(path, *self._rows[path]) for path in self._paths]
+        return [
+            prediction if prediction is not None else Prediction(path, (), (), error)
+            for path, prediction, error in rows
+            if prediction is not None or error is not None
+        ]
+
     def palette_changed(self) -> None:
         self._pixmaps.clear()
         self._changed(range(len(self._paths)))
@@ -193,7 +219,8 @@ class _PredictionListModel(QAbstractListModel):
             if prediction is None:
                 return path
             top = "; ".join(f"{label} {p:.1%}" for label, p in zip(prediction.labels, prediction.probabilities))
-            return f"{path}\n{top}"
+            doubt = _not_sure_text(prediction)
+            return f"{path}\n{doubt}\n{top}" if doubt else f"{path}\n{top}"
         return None
 
 
@@ -234,12 +261,28 @@ class _PredictionDelegate(QStyledItemDelegate):
         painter.setFont(bold)
         painter.setPen(text_color)
         y = rect.top()
-        name = QFontMetrics(bold).elidedText(str(index.data()), Qt.TextElideMode.ElideMiddle, width)
-        painter.drawText(QRect(x, y, width, line), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, name)
-        y += line + 6
-        painter.setFont(option.font)
         error = index.data(_ERROR_ROLE)
         prediction = index.data(_PREDICTION_ROLE)
+        doubt = _not_sure_text(prediction) if prediction is not None else None
+        name_w = width
+        if doubt:  # on the title line, right-aligned, in a warning colour: a guess, not the answer
+            italic = QFont(option.font)
+            italic.setItalic(True)
+            doubt_w = min(QFontMetrics(italic).horizontalAdvance(doubt) + 12, width * 2 // 3)
+            name_w = width - doubt_w
+            painter.setFont(italic)
+            painter.setPen(_doubt_color(palette))
+            painter.drawText(
+                QRect(x + name_w, y, doubt_w, line),
+                Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
+                QFontMetrics(italic).elidedText(doubt, Qt.TextElideMode.ElideRight, doubt_w),
+            )
+            painter.setFont(bold)
+            painter.setPen(text_color)
+        name = QFontMetrics(bold).elidedText(str(index.data()), Qt.TextElideMode.ElideMiddle, name_w)
+        painter.drawText(QRect(x, y, name_w, line), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, name)
+        y += line + 6
+        painter.setFont(option.font)
         if error:
             painter.setPen(QColor(230, 80, 70))
             painter.drawText(
@@ -258,12 +301,15 @@ class _PredictionDelegate(QStyledItemDelegate):
             )
             painter.drawText(QRect(x, y, width, line), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, message)
         else:
-            self._paint_bars(painter, prediction, QRect(x, y, width, rect.bottom() - y), fm, palette, selected)
+            area = QRect(x, y, width, rect.bottom() - y)
+            self._paint_bars(painter, prediction, area, fm, palette, selected, muted=doubt is not None)
         painter.restore()
 
     def _paint_bars(
-        self, painter: QPainter, prediction: Prediction, area: QRect, fm: QFontMetrics, palette: QPalette, selected: bool
+        self, painter: QPainter, prediction: Prediction, area: QRect, fm: QFontMetrics, palette: QPalette,
+        selected: bool, muted: bool,
     ) -> None:
+        """One bar per class; ``muted`` (not sure) draws them grey, so no bar looks like a verdict."""
         line = fm.height()
         percent_w = fm.horizontalAdvance("100.0%") + 6
         label_w = min(max(area.width() * 0.4, 80), 260)
@@ -272,6 +318,9 @@ class _PredictionDelegate(QStyledItemDelegate):
         base = palette.color(QPalette.ColorRole.Base)
         dark = base.lightness() < 128
         accent = QColor("#64b5f6") if dark else QColor("#1976d2")
+        if muted:
+            accent = QColor(palette.color(QPalette.ColorRole.Text))
+            accent.setAlpha(110)
         track = QColor(palette.color(QPalette.ColorRole.Text))
         track.setAlpha(28)
         text_color = palette.color(QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text)
@@ -288,7 +337,7 @@ class _PredictionDelegate(QStyledItemDelegate):
             painter.fillRect(bar, track)
             fill = QColor(accent)
             if rank:
-                fill.setAlpha(150)
+                fill.setAlpha(fill.alpha() * 150 // 255)
             filled = QRect(bar.left(), bar.top(), max(1, round(bar.width() * min(max(probability, 0.0), 1.0))), bar.height())
             painter.fillRect(filled, fill)
             painter.drawText(
@@ -297,6 +346,11 @@ class _PredictionDelegate(QStyledItemDelegate):
                 f"{probability:.1%}",
             )
             y += line + 6
+
+
+def _doubt_color(palette: QPalette) -> QColor:
+    """Amber, readable on the light and the dark theme."""
+    return QColor("#ffb74d") if palette.color(QPalette.ColorRole.Base).lightness() < 128 else QColor("#a15c00")
 
 
 class TryPanel(QWidget):
@@ -338,6 +392,13 @@ class TryPanel(QWidget):
         self._clear_button.setObjectName("clearImagesButton")
         self._clear_button.setAccessibleName(self.tr("Remove all images"))
         self._clear_button.clicked.connect(self._on_clear_button_clicked)
+        self._save_button = QPushButton(self.tr("Save as CSV…"), self)
+        self._save_button.setObjectName("savePredictionsButton")
+        self._save_button.setAccessibleName(self.tr("Save the predictions as a CSV file"))
+        self._save_button.setToolTip(
+            self.tr("One row per image: its top classes, probabilities, whether the model is not sure, and errors")
+        )
+        self._save_button.clicked.connect(self._on_save_button_clicked)
         self._top_k = QSpinBox(self)
         self._top_k.setObjectName("topKSpinBox")
         self._top_k.setAccessibleName(self.tr("Number of classes shown per image"))
@@ -355,10 +416,18 @@ class TryPanel(QWidget):
         self._status.setObjectName("tryStatusLabel")
         self._status.setWordWrap(True)
         self._status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._saved = QLabel(self)  # where the CSV went (with a link to its folder), or why it did not
+        self._saved.setObjectName("csvSavedLabel")
+        self._saved.setAccessibleName(self.tr("Where the predictions were saved"))  # its link takes focus
+        self._saved.setWordWrap(True)
+        self._saved.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        self._saved.linkActivated.connect(self._on_saved_linkActivated)
+        self._saved.hide()
 
         top = QHBoxLayout()
         top.addWidget(self._add_button)
         top.addWidget(self._clear_button)
+        top.addWidget(self._save_button)
         top.addWidget(self._top_k)
         top.addWidget(self._status, 1)
         top.addWidget(self._busy)
@@ -395,6 +464,7 @@ class TryPanel(QWidget):
         layout.setContentsMargins(8, 8, 8, 8)
         layout.setSpacing(6)
         layout.addLayout(top)
+        layout.addWidget(self._saved)
         layout.addWidget(self._stack, 1)
 
     # -- public API -------------------------------------------------------------------------
@@ -443,9 +513,44 @@ class TryPanel(QWidget):
         )
         return list(paths)
 
+    def save_csv(self) -> None:
+        """Ask for a file and write the listed predictions (and errors) there as core's CSV,
+        then say on the page where it went."""
+        rows = self._model.finished()
+        if not rows:
+            return
+        path = self.ask_csv_path(self, os.path.join(os.path.dirname(rows[0].image), "predictions.csv"))
+        if not path:
+            return
+        try:
+            write_predictions_csv(path, rows)
+        except HeadswapError as error:
+            text = self.tr("Could not save the predictions: {error}").format(error=html.escape(str(error)))
+            self._saved.setText(f"<span style='color:#e65046'>{text}</span>")
+        else:
+            folder = QUrl.fromLocalFile(os.path.dirname(os.path.abspath(path))).toString()
+            self._saved.setText(
+                self.tr("Saved the predictions for %n image(s) to <b>{path}</b> · <a href='{folder}'>Open folder</a>",
+                        "", len(rows))
+                .format(path=html.escape(os.path.abspath(path)), folder=html.escape(folder, quote=True))
+            )
+        self._saved.show()
+
+    @classmethod
+    def ask_csv_path(cls, parent: QWidget, suggested: str) -> str:
+        """The save dialog (it asks before replacing a file and adds ``.csv``); tests monkeypatch this."""
+        dialog = QFileDialog(
+            parent, parent.tr("Save predictions as CSV"), os.path.dirname(suggested), parent.tr("CSV files (*.csv)")
+        )
+        dialog.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
+        dialog.setDefaultSuffix("csv")
+        dialog.selectFile(suggested)
+        return dialog.selectedFiles()[0] if dialog.exec() else ""
+
     def clear(self) -> None:
         self._cancel()
         self._pending = []
+        self._saved.hide()
         self._model.clear()
         self._stack.setCurrentIndex(0)
         self._update_status()
@@ -491,6 +596,7 @@ class TryPanel(QWidget):
 
     def _restart_all(self) -> None:
         self._cancel()
+        self._saved.hide()  # the saved file no longer matches what the page will show
         self._model.forget_predictions()
         self._pending = self._model.paths()
         self._start_next()
@@ -542,6 +648,8 @@ class TryPanel(QWidget):
                 text += " · " + self.tr("%n could not be read", "", errors)
         self._status.setText(text)
         self._clear_button.setEnabled(n > 0)
+        running = self._runner is not None and self._runner.is_running()
+        self._save_button.setEnabled(self._model.prediction_count() > 0 and not running)
 
     # -- slots ------------------------------------------------------------------------------
 
@@ -583,11 +691,20 @@ class TryPanel(QWidget):
     def _on_clear_button_clicked(self) -> None:
         self.clear()
 
+    @Slot()
+    def _on_save_button_clicked(self) -> None:
+        self.save_csv()
+
+    @Slot(str)
+    def _on_saved_linkActivated(self, link: str) -> None:
+        QDesktopServices.openUrl(QUrl(link))
+
     @Slot(int)
     def _on_top_k_valueChanged(self, _value: int) -> None:
         self._view.doItemsLayout()  # row heights depend on k
         if self._model.paths():
             self._restart_all()
+            self._update_status()
 
     # -- drag and drop ----------------------------------------------------------------------
 

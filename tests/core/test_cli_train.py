@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -51,6 +52,50 @@ def test_predict_names_the_classes(trained_run, colour_folder, capsys):
     assert all(len(p["top"]) == 2 and p["top"][0]["label"] in COLOURS for p in predictions)
     correct = sum(p["top"][0]["label"] == "green" for p in predictions)
     assert correct >= 9, f"only {correct}/12 green images recognised"
+
+
+def test_predict_writes_a_csv_with_not_sure_and_error_rows(trained_run, colour_folder, tmp_path, capsys):
+    capsys.readouterr()
+    target = tmp_path / "predictions.csv"
+    code = main(["predict", str(trained_run), str(colour_folder / "red"), "--csv", str(target), "--top-k", "2",
+                 "--not-sure-below", "1"])  # every real probability is below 1: all rows are not sure
+    out, err = capsys.readouterr()
+    assert code == 2  # the broken file: still reported, still in the CSV
+    with open(target, newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    assert list(rows[0]) == ["image", "label", "probability", "label_2", "probability_2", "not_sure", "error"]
+    assert len(rows) == 13 and sum(row["error"] != "" for row in rows) == 1
+    assert all(row["not_sure"] == "true" for row in rows if not row["error"])
+    assert out.count("(not sure)") == 12 and f"wrote 13 predictions (12 not sure) to {target}" in err
+
+    assert main(["predict", str(trained_run), str(colour_folder / "green"), "--not-sure-below", "0"]) == 0
+    assert "(not sure)" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--not-sure-below", "1.5"], "--not-sure-below is a probability from 0 to 1, not 1.5"),
+        (["--csv", "{tmp}"], "is a folder; give a file name"),
+        (["--csv", "{tmp}/notes.txt/predictions.csv"], "cannot write"),
+    ],
+)
+def test_predict_csv_problems_are_one_clear_line(trained_run, colour_folder, tmp_path, capsys, extra, message):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    capsys.readouterr()
+    argv = ["predict", str(trained_run), str(colour_folder / "green"), *(a.format(tmp=tmp_path) for a in extra)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and "Errno" not in err
+
+
+def test_predict_help_shows_the_core_threshold(capsys):
+    from headswap_gui.core.predict import NOT_SURE_BELOW
+
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps to the terminal's width
+    assert f"default {NOT_SURE_BELOW:g}" in help_text  # the help repeats the number (no torch import for --help)
 
 
 @pytest.mark.parametrize("export_format, suffix", [("torchscript", "pt"), ("onnx", "onnx")])

@@ -1,15 +1,17 @@
-"""TryPanel: predictions off the GUI thread with a tiny real model, errors per image, drops."""
+"""TryPanel: predictions off the GUI thread with a tiny real model, errors per image, drops,
+"not sure" shown as a guess, and the list saved as CSV."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
-from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication, QLabel, QListView
 from torch import nn
 
 from headswap_gui.core.preprocessing import Preprocessing
@@ -44,6 +46,25 @@ def panel(qtbot) -> TryPanel:
     qtbot.addWidget(widget)
     widget.resize(900, 600)
     return widget
+
+
+@pytest.fixture
+def colour_model() -> LoadedModel:
+    """Mean colour → class: a pure red image is clearly "red", a grey one a three-way tie."""
+    model = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 3))
+    with torch.no_grad():
+        model[2].weight.copy_(torch.tensor([[10.0, -5, -5], [-5, 10, -5], [-5, -5, 10]]))
+        model[2].bias.zero_()
+    centred = Preprocessing(input_size=16, resize_size=16, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    return LoadedModel(model, "colours", "colours", centred, ("red", "green", "blue"))
+
+
+@pytest.fixture
+def red_and_grey(tmp_path) -> list[str]:
+    paths = [str(tmp_path / "red.png"), str(tmp_path / "grey.png")]
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(paths[0])
+    Image.new("RGB", (40, 30), (128, 128, 128)).save(paths[1])
+    return paths
 
 
 def _wait_idle(qtbot, panel: TryPanel) -> None:
@@ -123,6 +144,80 @@ def test_add_button_uses_the_dialog(qtbot, panel, tiny_model, images, monkeypatc
 
 
 def test_interactive_widgets_are_named(panel) -> None:
-    for name in ("addImagesButton", "clearImagesButton", "topKSpinBox", "predictionList"):
+    for name in ("addImagesButton", "clearImagesButton", "savePredictionsButton", "csvSavedLabel", "topKSpinBox",
+                 "predictionList"):
         widget = panel.findChild(object, name)
         assert widget is not None and widget.accessibleName(), name
+
+
+def _orange_pixels(image, rect) -> int:
+    """Pixels of an amber/orange hue (the not-sure colour) inside ``rect`` of ``image``."""
+    count = 0
+    for y in range(rect.top(), rect.bottom(), 2):
+        for x in range(rect.left(), rect.right(), 2):
+            colour = QColor(image.pixel(x, y))
+            count += 20 <= colour.hue() <= 45 and colour.saturation() > 120
+    return count
+
+
+def test_a_low_top_probability_reads_as_not_sure(qtbot, panel, colour_model, red_and_grey) -> None:
+    panel.set_model(colour_model)
+    with qtbot.waitSignal(panel.predictionsReady, timeout=10000):
+        panel.add_images(red_and_grey)
+    _wait_idle(qtbot, panel)
+    view = panel.findChild(QListView, "predictionList")
+    red, grey = (view.model().index(row) for row in range(2))
+    assert not panel.prediction_for(red_and_grey[0]).not_sure() and panel.prediction_for(red_and_grey[1]).not_sure()
+    assert "Not sure" not in red.data(Qt.ItemDataRole.AccessibleTextRole)
+    assert "Not sure — maybe " in grey.data(Qt.ItemDataRole.AccessibleTextRole)  # what a screen reader says
+
+    panel.show()
+    qtbot.waitExposed(panel)
+    image = view.viewport().grab().toImage()
+    thumb_free = [view.visualRect(index).adjusted(110, 0, 0, 0) for index in (red, grey)]  # text and bars only
+    assert _orange_pixels(image, thumb_free[0]) == 0 and _orange_pixels(image, thumb_free[1]) > 10
+    accents = {QColor("#1976d2").rgb(), QColor("#64b5f6").rgb()}  # the top bar (light, dark); not-sure bars are grey
+
+    def has_accent(rect) -> bool:
+        pixels = ((x, y) for y in range(rect.top(), rect.bottom()) for x in range(rect.left(), rect.right(), 3))
+        return any(image.pixel(x, y) in accents for x, y in pixels)
+
+    assert has_accent(thumb_free[0]) and not has_accent(thumb_free[1])
+
+
+def test_save_as_csv_writes_the_list_and_says_where(qtbot, panel, colour_model, red_and_grey, tmp_path,
+                                                   monkeypatch) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    target = tmp_path / "results" / "predictions.csv"
+    asked: list[str] = []
+
+    def ask(cls, parent, suggested: str) -> str:  # the user picks ``target`` in the save dialog
+        asked.append(suggested)
+        return str(target)
+
+    monkeypatch.setattr(TryPanel, "ask_csv_path", classmethod(ask))
+    button = panel.findChild(object, "savePredictionsButton")
+    assert not button.isEnabled()  # nothing to save yet
+    panel.set_model(colour_model)
+    with qtbot.waitSignal(panel.predictionsReady, timeout=10000):
+        panel.add_images([*red_and_grey, str(broken)])
+    _wait_idle(qtbot, panel)
+    assert button.isEnabled()
+
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    assert asked == [str(tmp_path / "predictions.csv")]  # suggested beside the images
+    with open(target, newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [row["image"] for row in rows] == [*red_and_grey, str(broken)]
+    assert rows[0]["label"] == "red" and rows[2]["label"] == ""
+    assert [row["not_sure"] for row in rows] == ["false", "true", ""] and rows[2]["error"]
+    note = panel.findChild(QLabel, "csvSavedLabel")
+    assert not note.isHidden() and str(target) in note.text() and "Open folder" in note.text()
+    assert f"href='{QUrl.fromLocalFile(str(target.parent)).toString()}'" in note.text()
+
+    monkeypatch.setattr(TryPanel, "ask_csv_path", classmethod(lambda cls, parent, suggested: str(tmp_path)))
+    qtbot.mouseClick(button, Qt.MouseButton.LeftButton)  # a folder: refused on the page, nothing written
+    assert "Could not save the predictions" in note.text() and "is a folder" in note.text()
+    panel.clear()
+    assert note.isHidden() and not button.isEnabled()
