@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2
 
-from headswap_gui.core.errors import DataError, HeadswapError
+from headswap_gui.core.errors import DataError, FlatImageFolderError, HeadswapError
 from headswap_gui.core.images import ImageTooLargeError, is_image_file, load_image, verify_image
 from headswap_gui.core.preprocessing import Preprocessing
 
@@ -191,7 +191,8 @@ def scan_image_folder(
     are ignored silently, and symlinked folders are followed only once, so loops end.
 
     ``on_progress(done, total)`` is called from this thread, throttled, ending with
-    ``(total, total)``. Raises :class:`DataError` when the folder cannot be used.
+    ``(total, total)``. Raises :class:`DataError` when the folder cannot be used, the subclass
+    :class:`FlatImageFolderError` when it holds images but no class folders.
     """
     base = Path(root).expanduser().absolute()
     if not base.exists():
@@ -214,6 +215,8 @@ def scan_image_folder(
         layout = [(f"{part}/", base / part) for part in (_TRAIN_DIR, _VAL_DIR)]
     else:
         class_names = sorted(top_dirs)
+        if not class_names:
+            _refuse_flat_folder(base, skipped)
         _require_two_classes(base, class_names)
         layout = [("", base)]
 
@@ -519,6 +522,14 @@ def printable_path(path: str) -> str:
     """``path`` as text that can always be printed and stored as UTF-8 (undecodable bytes of
     a file name become ``\\xNN``-style escapes)."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _refuse_flat_folder(base: Path, loose: list[SkippedFile]) -> None:
+    """Images straight in the chosen folder are a common first try: say how to sort them, and
+    hand their paths on (``loose`` are the files :func:`_subfolders` found outside a class)."""
+    images = [file.path for file in loose if is_image_file(file.path)]
+    if images:
+        raise FlatImageFolderError(str(base), images)
 
 
 def _require_two_classes(folder: Path, names: list[str]) -> None:

@@ -9,6 +9,7 @@ bug and keeps its traceback.
 from __future__ import annotations
 
 import errno
+from collections.abc import Sequence
 
 
 class HeadswapError(Exception):
@@ -25,6 +26,23 @@ class HeadError(HeadswapError):
 
 class DataError(HeadswapError):
     """An image folder cannot be used for training."""
+
+
+class FlatImageFolderError(DataError):
+    """The folder holds images but no class folders, a common first try.
+
+    ``images`` are their paths (name order), so a front end can offer to classify them with
+    the current model instead of training on them.
+    """
+
+    def __init__(self, folder: str, images: Sequence[str]) -> None:
+        self.folder = folder
+        self.images = tuple(images)
+        count = len(self.images)
+        super().__init__(
+            f"{folder} holds {count:,} image{'' if count == 1 else 's'} but no class folders: make one "
+            "subfolder per class (e.g. cats/, dogs/) and put each class's images in it."
+        )
 
 
 class InputSizeError(HeadswapError):
@@ -87,6 +105,7 @@ def describe_os_error(error: OSError) -> str:
         errno.EISDIR: "it is a folder",
         errno.EFBIG: "the file is too large for this disk",
     }
-    reason = reasons.get(error.errno or -1) or (error.strerror or str(error) or type(error).__name__).lower()
+    text = error.strerror or str(error) or "an unknown file-system error"
+    reason = reasons.get(error.errno or -1) or text[0].lower() + text[1:]  # only the first letter: paths keep their case
     where = f" ({error.filename})" if error.filename else ""
     return f"{reason}{where}"

@@ -63,6 +63,7 @@ from PySide6.QtWidgets import (  # noqa: E402
 )
 
 from headswap_gui.core.data import DatasetInfo, scan_image_folder  # noqa: E402
+from headswap_gui.core.errors import FlatImageFolderError  # noqa: E402
 from headswap_gui.gui.thumbnails import Thumbnail, ThumbnailLoader, icon_for  # noqa: E402
 from headswap_gui.gui.worker import GeneratorRunner  # noqa: E402
 
@@ -365,11 +366,13 @@ class DataPanel(QWidget):
 
     Signals: ``datasetChanged(DatasetInfo)`` after a successful scan; ``scanFailed(str)`` with
     the user-facing message when a folder cannot be used (the previously loaded dataset, if
-    any, stays in use and on screen).
+    any, stays in use and on screen); ``tryImagesRequested(list[str])`` when the user, having
+    opened a folder of images without class folders, asks to classify them on the Try it page.
     """
 
     datasetChanged = Signal(object)
     scanFailed = Signal(str)
+    tryImagesRequested = Signal(list)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -381,6 +384,7 @@ class DataPanel(QWidget):
         self._scan_root: str | None = None
         self._drag_active = False
         self._class_counts: dict[str, int] = {}
+        self._loose_images: list[str] = []  # what "Classify them in Try it" sends
 
         self._thumbnails = ThumbnailLoader(size=_THUMB_SIDE * 2, parent=self)
         self._thumbnails.thumbnailsReady.connect(self._on_thumbnails_thumbnailsReady)
@@ -417,6 +421,14 @@ class DataPanel(QWidget):
         top.addWidget(self._progress)
 
         self._error_label = _message_label(self, "dataErrorLabel", error=True)
+        # A folder of images without class folders may be meant for trying the model, not
+        # for training: offer that next to the explanation.
+        self._try_images_button = QPushButton(self.tr("Classify them in Try it"), self)
+        self._try_images_button.setObjectName("tryLooseImagesButton")
+        self._try_images_button.setAccessibleName(self.tr("Classify these images in Try it"))
+        self._try_images_button.setToolTip(self.tr("Show these images on the Try it page with the model's scores"))
+        self._try_images_button.clicked.connect(self._on_try_images_button_clicked)
+        self._try_images_button.hide()
         self._summary_label = QLabel(self)
         self._summary_label.setObjectName("dataSummaryLabel")
         self._summary_label.setAccessibleName(self.tr("Dataset summary"))
@@ -513,6 +525,7 @@ class DataPanel(QWidget):
         layout.setSpacing(6)
         layout.addLayout(top)
         layout.addWidget(self._error_label)
+        layout.addWidget(self._try_images_button, 0, Qt.AlignmentFlag.AlignLeft)
         layout.addWidget(self._stack, 1)
         self._update_skipped_header(0)
 
@@ -524,7 +537,7 @@ class DataPanel(QWidget):
         if self._scan_runner is not None:
             self._scan_runner.request_stop()  # its late events are ignored (see sender check)
         self._scan_root = root
-        self._error_label.hide()
+        self._show_error("")
         self._progress.setRange(0, 0)  # busy until the scan knows how many files there are
         self._progress.setFormat(self.tr("Looking for images…"))
         self._progress.show()
@@ -557,7 +570,7 @@ class DataPanel(QWidget):
         when it differs from the current one."""
         changed = info is not self._dataset
         self._dataset = info
-        self._error_label.hide()
+        self._show_error("")
         self._show_dataset(info)
         if changed:
             self.datasetChanged.emit(info)
@@ -647,6 +660,13 @@ class DataPanel(QWidget):
         self._skipped_tree.addTopLevelItems(items)
         self._update_skipped_header(len(items))
 
+    def _show_error(self, text: str, loose_images: Sequence[str] = ()) -> None:
+        """The inline error ("" hides it), with the offer to try ``loose_images`` if any."""
+        self._error_label.setText(text)
+        self._error_label.setVisible(bool(text))
+        self._loose_images = list(loose_images)
+        self._try_images_button.setVisible(bool(self._loose_images))
+
     def _show_imbalance(self, names: list[str], counts: list[int]) -> set[int]:
         if not counts or min(counts) <= 0 or max(counts) / min(counts) <= IMBALANCE_RATIO:
             self._warning_label.hide()
@@ -712,9 +732,13 @@ class DataPanel(QWidget):
         if self._dataset is not None:
             text += "\n" + self.tr("Still using the previously loaded folder, %1.").replace("%1", self._dataset.root)
             self._path_label.setText(self._dataset.root)
-        self._error_label.setText(text)
-        self._error_label.show()
+        error = self._scan_runner.error if self._scan_runner is not None else None
+        self._show_error(text, error.images if isinstance(error, FlatImageFolderError) else ())
         self.scanFailed.emit(message)
+
+    @Slot()
+    def _on_try_images_button_clicked(self) -> None:
+        self.tryImagesRequested.emit(list(self._loose_images))
 
     @Slot()
     def _on_scan_runner_finished(self) -> None:
@@ -760,8 +784,7 @@ class DataPanel(QWidget):
         message = self.tr(
             "{path} is a file, not a folder. Drop the folder that holds one subfolder per class."
         ).format(path=paths[0])
-        self._error_label.setText(message)
-        self._error_label.show()
+        self._show_error(message)
         self.scanFailed.emit(message)
 
     def paintEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt override

@@ -15,27 +15,13 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QCoreApplication, QObject, QTimer, Signal, Slot
 
 from headswap_gui.gui.job_events import LoadStage, ModelLoadResult, load_model_events
+from headswap_gui.gui.messages import USE_AS_HEAD_HINT
 from headswap_gui.gui.prompts import ArchitecturePrompt, TrustPrompt
 
 if TYPE_CHECKING:
     from headswap_gui.gui.main_window import MainWindow
 
-__all__ = ["USE_AS_HEAD_HINT", "LoadController", "with_window_hint"]
-
-USE_AS_HEAD_HINT = "Right-click the layer that produces the class scores → Use as head."
-
-
-def with_window_hint(message: str, error: BaseException | None) -> str:
-    """``message`` plus how to act on a typed core error in the window (core messages name
-    no controls of the window)."""
-    from headswap_gui.core.errors import HeadNotFoundError, WeightsNotCachedError
-
-    hint = ""
-    if isinstance(error, WeightsNotCachedError):
-        hint = "Choose “Pretrained — download if missing” under Weights and load it again."
-    elif isinstance(error, HeadNotFoundError):
-        hint = USE_AS_HEAD_HINT
-    return f"{message}. {hint}" if hint else message
+__all__ = ["USE_AS_HEAD_HINT", "LoadController"]
 
 
 class LoadController(QObject):
@@ -145,7 +131,7 @@ class LoadController(QObject):
         if (os.sep in source or "/" in source) and not os.path.exists(source):
             window.forget_recent_model(source)  # moved or deleted
         window.model_panel.set_status(self.tr("Could not load {source}.").format(source=source))
-        window.show_error(self.tr("Could not load the model"), with_window_hint(message, error))
+        window.show_error(self.tr("Could not load the model"), message)  # explained, with the window's hint
         self.loadFailed.emit(message)
 
     @Slot()

@@ -57,7 +57,8 @@ from headswap_gui.gui.drops import (
 )
 from headswap_gui.gui.job_events import JobDone, LoadStage, demo_data_events, export_events, warm_up_events
 from headswap_gui.gui.job_manager import JobManager
-from headswap_gui.gui.load_controller import LoadController, with_window_hint
+from headswap_gui.gui.load_controller import LoadController
+from headswap_gui.gui.messages import explain
 from headswap_gui.gui.model_panel import ModelPanel
 from headswap_gui.gui.prompts import (
     ExportPrompt,
@@ -450,6 +451,7 @@ class MainWindow(QMainWindow):
     def _connect_panels(self) -> None:
         if self.data_panel is not None:
             self.data_panel.datasetChanged.connect(self._on_data_panel_datasetChanged)
+            self.data_panel.tryImagesRequested.connect(self.try_images)
             self.data_panel.scanFailed.connect(self._on_data_panel_scanFailed)
         if self.training_panel is not None:
             self.training_panel.startRequested.connect(self.start_training)
@@ -725,7 +727,7 @@ class MainWindow(QMainWindow):
         try:
             heads = self.controller.loaded.find_heads([path])
         except HeadswapError as error:
-            self.show_error(self.tr("Cannot use this layer as the head"), with_window_hint(str(error), error))
+            self.show_error(self.tr("Cannot use this layer as the head"), explain(error))
             return False
         self.undo_stack.push(SetHeadsCommand(self.controller, tuple(heads)))
         self.statusBar().showMessage(self.tr("{path} is now the head. Ctrl+Z undoes.").format(path=path), 8000)
@@ -893,7 +895,7 @@ class MainWindow(QMainWindow):
         try:
             config = self.current_training_config()
         except HeadswapError as error:
-            self.show_error(self.tr("Invalid training settings"), str(error))
+            self.show_error(self.tr("Invalid training settings"), explain(error))
             return
         if config is None:
             self.tabs.setCurrentIndex(self._tab_keys.index(_TAB_TRAIN))
@@ -991,7 +993,7 @@ class MainWindow(QMainWindow):
         try:
             copy_run(source, target)  # the committed epoch only: no lock or temp files
         except HeadswapError as error:
-            self.show_error(self.tr("Could not save the run"), str(error))
+            self.show_error(self.tr("Could not save the run"), explain(error))
             return None
         self.statusBar().showMessage(self.tr("Run saved to {path}; open it as a model to continue.").format(path=target), 10000)
         return target

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QCoreApplication, QObject
 
+from headswap_gui.gui.messages import explain
+
 if TYPE_CHECKING:
     from headswap_gui.gui.main_window import MainWindow
 
@@ -39,7 +41,7 @@ class RunController(QObject):
         try:
             manifest = read_manifest(folder)
         except HeadswapError as error:
-            window.show_error(self.tr("Cannot open the run"), str(error))
+            window.show_error(self.tr("Cannot open the run"), explain(error))
             return False
         self._pending = {"folder": str(folder), "manifest": manifest, "resume": resume}
         if not window.load_model(str(folder)):
@@ -56,7 +58,7 @@ class RunController(QObject):
         try:
             records = read_manifest(folder).get("epochs") or []
         except HeadswapError as error:
-            window.show_error(self.tr("Cannot compare with the run"), str(error))
+            window.show_error(self.tr("Cannot compare with the run"), explain(error))
             return False
         if window.plots_view is None or not records:
             return False

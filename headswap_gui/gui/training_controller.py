@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Iterator
 from PySide6.QtCore import QCoreApplication, QObject, Signal, Slot
 
 from headswap_gui.gui.job_events import LoadStage, evaluation_events
-from headswap_gui.gui.load_controller import with_window_hint
 from headswap_gui.gui.state import Evaluation
 
 if TYPE_CHECKING:
@@ -81,6 +80,8 @@ class TrainingController(QObject):
 
             run_dir = new_run_folder(self._runs_root)
         window.settings.set_last_hyperparameters(config.to_dict())
+        if window.training_panel is not None:
+            window.training_panel.set_config(config)  # the form (and its summary) shows what runs
         self._config, self._dataset, self._finished = config, dataset, None
         if window.plots_view is not None and not resume:  # a resumed run continues its restored curves
             window.plots_view.clear()
@@ -162,8 +163,7 @@ class TrainingController(QObject):
     def _on_train_failed(self, message: str) -> None:
         window = self._window
         if self._is_current("train") and not window.is_closing():
-            error = window.jobs.runner("train").error
-            window.show_error(self.tr("Training stopped with an error"), with_window_hint(message, error))
+            window.show_error(self.tr("Training stopped with an error"), message)
 
     @Slot()
     def _on_train_finished(self) -> None:

@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, QThread, Signal, Slot
 
 from headswap_gui.core.errors import HeadswapError
+from headswap_gui.gui.messages import explain
 
 __all__ = ["GeneratorFactory", "GeneratorRunner", "running_runners", "stop_all_runners"]
 
@@ -49,14 +50,6 @@ def stop_all_runners(timeout_ms: int = 5000) -> bool:
     for runner in runners:
         runner.request_stop()
     return all([runner.wait(timeout_ms) for runner in runners])
-
-
-def describe_exception(exc: BaseException) -> str:
-    """The text ``failed`` carries: a user error's message as-is, anything else with its type."""
-    if isinstance(exc, HeadswapError):
-        return str(exc)
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class _GeneratorThread(QThread):
@@ -102,7 +95,7 @@ class _GeneratorThread(QThread):
             if not isinstance(exc, HeadswapError):
                 _log.error("worker generator failed", exc_info=exc)
             self.error = exc  # set before the signal: the GUI thread reads it in the slot
-            self.failed.emit(describe_exception(exc))
+            self.failed.emit(explain(exc))
         finally:
             if gen is not None:
                 close = getattr(gen, "close", None)
@@ -111,7 +104,7 @@ class _GeneratorThread(QThread):
                         close()  # runs the generator's finally on *this* thread
                     except BaseException as exc:  # noqa: BLE001
                         _log.error("closing the worker generator failed", exc_info=exc)
-                        self.failed.emit(describe_exception(exc))
+                        self.failed.emit(explain(exc))
             # Drop references on this thread so heavy objects die here, not on the GUI thread.
             gen = None
             self._factory = None  # type: ignore[assignment]
@@ -123,9 +116,9 @@ class GeneratorRunner(QObject):
     Signals, all delivered on the thread that owns the runner (the GUI thread):
 
     * ``eventEmitted(object)`` – each yielded event, in order;
-    * ``failed(str)`` – the generator raised (HeadswapError message as-is, others
-      ``"Type: message"``); the exception itself is :attr:`error` then, for branching on
-      its type;
+    * ``failed(str)`` – the generator raised; the text is :func:`messages.explain`'s
+      sentences for the user, the exception itself is :attr:`error` then, for branching on
+      its type (a non-HeadswapError is logged with its traceback);
     * ``finished()`` – always last, once the worker thread has fully ended.
 
     A runner runs once; make a new one for the next job. A running runner keeps itself alive

@@ -24,7 +24,7 @@ from headswap_gui.core.data import (
     scan_image_folder,
     split_samples,
 )
-from headswap_gui.core.errors import DataError, HeadswapError
+from headswap_gui.core.errors import DataError, FlatImageFolderError, HeadswapError
 from headswap_gui.core.preprocessing import Preprocessing
 
 SMALL = Preprocessing(input_size=32, resize_size=36)
@@ -214,6 +214,23 @@ def test_fewer_than_two_classes_is_refused(tmp_path, classes):
     root.mkdir(exist_ok=True)
     with pytest.raises(DataError, match=f"has {len(classes)} class folder.*at least 2 are needed"):
         scan_image_folder(root)
+
+
+def test_images_without_class_folders_are_a_flat_folder(tmp_path):
+    root = tmp_path / "holiday"
+    images = [write_image(root / name, value=i) for i, name in enumerate(["b.jpg", "a.png", "c.PNG"])]
+    (root / "notes.txt").write_text("not an image")
+    (root / ".thumbs").mkdir()  # hidden: not a class folder
+    with pytest.raises(FlatImageFolderError) as caught:
+        scan_image_folder(root)
+    error = caught.value
+    assert isinstance(error, DataError)  # callers that only know DataError still catch it
+    assert error.folder == str(root.absolute())
+    assert error.images == tuple(str(path.absolute()) for path in sorted(images, key=lambda p: p.name))
+    assert str(error) == (
+        f"{root.absolute()} holds 3 images but no class folders: make one subfolder per class "
+        "(e.g. cats/, dogs/) and put each class's images in it."
+    )
 
 
 def test_class_without_usable_images_is_named(tmp_path):

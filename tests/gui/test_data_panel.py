@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QPushButton
 
 from headswap_gui.core.data import DatasetInfo
 from headswap_gui.gui.data_panel import THUMBNAILS_PER_CLASS, DataPanel
@@ -85,6 +85,30 @@ def test_unusable_folder_shows_clear_message(qtbot, panel, tmp_path, classes) ->
     assert "at least 2 are needed" in message
     assert message in panel.error_message()
     assert panel.dataset() is None
+
+
+def test_flat_folder_explains_and_offers_to_try_the_images(qtbot, panel, tmp_path) -> None:
+    folder = tmp_path / "holiday"
+    folder.mkdir()
+    images = [str(folder / f"{i}.png") for i in range(3)]
+    for path in images:
+        Image.new("RGB", (20, 16), (200, 30, 30)).save(path)
+    panel.show()
+    qtbot.waitExposed(panel)
+    offer = panel.findChild(QPushButton, "tryLooseImagesButton")
+    with qtbot.waitSignal(panel.scanFailed, timeout=10000):
+        panel.load_folder(folder)
+    qtbot.waitUntil(lambda: not panel.is_scanning(), timeout=5000)
+
+    assert "holds 3 images but no class folders: make one subfolder per class" in panel.error_message()
+    assert panel.dataset() is None
+    assert offer.isVisible() and offer.text() == "Classify them in Try it"
+    with qtbot.waitSignal(panel.tryImagesRequested, timeout=1000) as blocker:
+        qtbot.mouseClick(offer, Qt.MouseButton.LeftButton)
+    assert blocker.args == [images]
+
+    load(qtbot, panel, write_folder(tmp_path / "pets", {"cats": 2, "dogs": 2}))
+    assert not offer.isVisible() and panel.error_message() == ""
 
 
 def test_failed_scan_keeps_previous_dataset(qtbot, panel, tmp_path) -> None:
