@@ -30,6 +30,7 @@ DEFAULT_DEMO_DATA_DIR = (
 """Where the window and ``headswap demo`` put the digits folder unless told otherwise."""
 
 _FILE_PATTERN = "digit_{index:04d}.png"
+DIGIT_COUNT = 1797  # scikit-learn's digits: 8×8 images, classes 0–9
 
 
 def write_digits_dataset(directory: str | os.PathLike[str] = DEFAULT_DEMO_DATA_DIR) -> DatasetInfo:
@@ -41,14 +42,26 @@ def write_digits_dataset(directory: str | os.PathLike[str] = DEFAULT_DEMO_DATA_D
     looks usable. An existing folder is only replaced when it holds nothing but (part of)
     this dataset; anything else raises :class:`DataError` rather than deleting user files.
     """
-    from sklearn.datasets import load_digits  # slow import, only needed here
-
     target = Path(directory).expanduser().absolute()
-    digits = load_digits()
-    expected = _expected_files(digits.target)
-    if _listing(target) != expected:
-        _write_atomically(target, digits.images, digits.target, expected)
+    if not _holds_the_whole_set(_listing(target)):
+        from sklearn.datasets import load_digits  # a 1–3 s import: only when the set is written
+
+        digits = load_digits()
+        expected = _expected_files(digits.target)
+        if _listing(target) != expected:
+            _write_atomically(target, digits.images, digits.target, expected)
     return scan_image_folder(target)
+
+
+def _holds_the_whole_set(listing: dict[str, set[str]] | None) -> bool:
+    """Whether a folder holds every digit file once, in the ten class folders, and nothing
+    else: what a finished (atomically renamed) write leaves. Checked without the labels, so a
+    launch that reuses the folder never imports scikit-learn; a file a user moved to another
+    class is theirs to keep."""
+    if listing is None or set(listing) != {str(label) for label in range(10)}:
+        return False
+    names = [name for files in listing.values() for name in files]
+    return len(names) == DIGIT_COUNT and set(names) == {_FILE_PATTERN.format(index=i) for i in range(DIGIT_COUNT)}
 
 
 def _expected_files(labels: np.ndarray) -> dict[str, set[str]]:

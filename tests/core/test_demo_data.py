@@ -66,3 +66,17 @@ def test_folder_with_other_files_is_not_replaced(tmp_path):
 def test_default_location():
     assert DEFAULT_DEMO_DATA_DIR.name == "demo-digits"
     assert "headswap" in DEFAULT_DEMO_DATA_DIR.parts
+
+
+def test_reusing_the_folder_never_imports_scikit_learn(digits_dir):
+    """scikit-learn costs seconds to import; a launch that finds the set in place skips it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from headswap_gui.core.demo_data import write_digits_dataset; "
+        f"info = write_digits_dataset({str(digits_dir)!r}); "
+        "print(len(info.samples), 'sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1797", "False"]
