@@ -130,7 +130,11 @@ class LoadController(QObject):
             return
         if (os.sep in source or "/" in source) and not os.path.exists(source):
             window.forget_recent_model(source)  # moved or deleted
-        window.model_panel.set_status(self.tr("Could not load {source}.").format(source=source))
+        text = self.tr("Could not load {source}.").format(source=source)
+        if window.controller.loaded is not None:  # say which model the window still works with
+            text += " " + self.tr("{current} is still loaded.").format(current=window.controller.loaded.source)
+        window.model_panel.set_status(text)
+        window.statusBar().showMessage(text, 10000)
         window.show_error(self.tr("Could not load the model"), message)  # explained, with the window's hint
         self.loadFailed.emit(message)
 

@@ -203,6 +203,20 @@ def test_core_errors_show_a_message_without_traceback(qtbot, window: MainWindow)
     assert window.isVisible()
 
 
+def test_a_failed_load_says_which_model_is_still_loaded_until_the_next_one(qtbot, window: MainWindow) -> None:
+    load(qtbot, window, TINY)
+    with qtbot.waitSignal(window.modelLoadFailed, timeout=LOAD_MS):
+        window.load_model("timm:no_such_model_anywhere")
+    qtbot.waitUntil(lambda: not window.is_loading(), timeout=5000)
+    status = window.model_panel.status_label.text()
+    assert "Could not load timm:no_such_model_anywhere" in status and f"{TINY} is still loaded" in status
+    assert "Could not load" in window.statusBar().currentMessage()  # not "Loaded …" from before
+    for box in window.findChildren(QMessageBox):
+        box.close()
+    load(qtbot, window, "demo")
+    assert "Could not load" not in window.model_panel.status_label.text()
+
+
 # -- drops ---------------------------------------------------------------------------------------
 
 
