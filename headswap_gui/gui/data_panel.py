@@ -45,6 +45,7 @@ from PySide6.QtWidgets import (  # noqa: E402
     QAbstractItemView,
     QFileDialog,
     QFrame,
+    QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -71,7 +72,7 @@ __all__ = ["DataPanel", "IMBALANCE_RATIO", "THUMBNAILS_PER_CLASS", "scan_events"
 
 IMBALANCE_RATIO = 3.0
 """Warn when the largest class has more than this many times the images of the smallest."""
-THUMBNAILS_PER_CLASS = 6
+THUMBNAILS_PER_CLASS = 12  # enough to fill a 1920-px-wide page; narrower ones scroll sideways
 _THUMB_SIDE = 64
 _BAR_ROW_PX = 20  # vertical space per class in the bar chart
 _MAX_TICK_CHARS = 22
@@ -324,7 +325,9 @@ class _ClassCountChart(QScrollArea):
         count_width = metrics.horizontalAdvance(f"{top:,}") + 16
         plot_width = max(self.viewport().width() - axis.width() - 40, 100)
         item.setXRange(0, top * (1 + count_width / plot_width), padding=0)
-        self._plot.setFixedHeight(max(n * _BAR_ROW_PX + 48, 120))
+        height = max(n * _BAR_ROW_PX + 48, 120)
+        self._plot.setFixedHeight(height)
+        self.setMaximumHeight(height + 2 * self.frameWidth())  # no empty frame under the bars; many classes scroll
 
     def resizeEvent(self, event) -> None:  # noqa: ANN001, N802 - Qt override
         super().resizeEvent(event)
@@ -373,6 +376,7 @@ class DataPanel(QWidget):
     datasetChanged = Signal(object)
     scanFailed = Signal(str)
     tryImagesRequested = Signal(list)
+    trainRequested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -475,11 +479,36 @@ class DataPanel(QWidget):
         vertical.setDefaultAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
         chart_box = _titled(self, self.tr("Images per class"), self._chart)
+        chart_box.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)  # as tall as its bars
         strip_box = _titled(self, self.tr("Samples"), self._strip_view)
+
+        # Under the chart: what to do with these images, one click away.
+        self._next_label = QLabel(self)
+        self._next_label.setObjectName("dataNextLabel")
+        self._next_label.setWordWrap(True)
+        self._train_button = QPushButton(self.tr("Train on these images"), self)
+        self._train_button.setObjectName("trainOnDataButton")
+        self._train_button.setAccessibleName(self.tr("Train on these images"))
+        self._train_button.setToolTip(self.tr("Start training with the settings on the Train page (Ctrl+Return)"))
+        self._train_button.clicked.connect(self.trainRequested)
+        next_box = QGroupBox(self.tr("Next"), self)
+        next_box.setObjectName("dataNextBox")
+        next_layout = QVBoxLayout(next_box)
+        next_layout.addWidget(self._next_label)
+        next_layout.addWidget(self._train_button, 0, Qt.AlignmentFlag.AlignLeft)
+        left = QWidget(self)
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.setSpacing(10)
+        left_layout.addWidget(chart_box)
+        left_layout.addWidget(next_box)
+        left_layout.addStretch(1)
+        self.set_can_train(False, self.tr("Load a model to train on these images."))
+
         self._splitter = QSplitter(Qt.Orientation.Horizontal, self)
         self._splitter.setObjectName("dataSplitter")
         self._splitter.setChildrenCollapsible(False)
-        self._splitter.addWidget(chart_box)
+        self._splitter.addWidget(left)
         self._splitter.addWidget(strip_box)
         self._splitter.setStretchFactor(0, 2)
         self._splitter.setStretchFactor(1, 3)
@@ -577,6 +606,15 @@ class DataPanel(QWidget):
 
     def dataset(self) -> DatasetInfo | None:
         return self._dataset
+
+    def set_can_train(self, can_train: bool, why_not: str = "") -> None:
+        """Whether "Train on these images" can start a run now; ``why_not`` says what is
+        missing when it cannot (no model, a run already going)."""
+        self._train_button.setEnabled(can_train)
+        self._next_label.setText(
+            self.tr("Choose the head and the settings on the Train page, or start with them as they are.")
+            if can_train else why_not
+        )
 
     def is_scanning(self) -> bool:
         return self._scan_runner is not None and self._scan_runner.is_running()

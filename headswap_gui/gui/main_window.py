@@ -452,6 +452,7 @@ class MainWindow(QMainWindow):
         if self.data_panel is not None:
             self.data_panel.datasetChanged.connect(self._on_data_panel_datasetChanged)
             self.data_panel.tryImagesRequested.connect(self.try_images)
+            self.data_panel.trainRequested.connect(self._on_start_action_triggered)
             self.data_panel.scanFailed.connect(self._on_data_panel_scanFailed)
         if self.training_panel is not None:
             self.training_panel.startRequested.connect(self.start_training)
@@ -1167,10 +1168,22 @@ class MainWindow(QMainWindow):
         self.redo_action.setText(self.tr("&Redo {what}").format(what=redo_text) if redo_text else self.tr("&Redo"))
         self.show_head_action.setEnabled(states.show_head)
         self.start_action.setEnabled(states.start_training)
+        if self.data_panel is not None:
+            self.data_panel.set_can_train(states.start_training, self._why_no_training())
         self.stop_action.setEnabled(states.stop_training)
         self.save_run_action.setEnabled(states.save_run)
         self.export_action.setEnabled(states.export)
         self.model_panel.set_editing_enabled(not busy)
+
+    def _why_no_training(self) -> str:
+        """What stands between the user and a run, in the words of the Data page."""
+        if self.is_training():
+            return self.tr("A run is training; its progress is on the Train page.")
+        if self.controller.loaded is None:
+            return self.tr("Load a model (on the left) to train on these images.")
+        if self.is_model_busy():
+            return self.tr("The model is busy; training can start when it is done.")
+        return self.tr("Open an image folder with one subfolder per class to train.")
 
     @Slot()
     def _update_status(self, *_args: object) -> None:

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QFont, QKeySequence
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QApplication, QLabel, QMessageBox, QPushButton
 
 from headswap_gui.core import training
 from headswap_gui.core.heads import HeadSpec
@@ -479,3 +479,20 @@ def test_deferred_start_builds_the_pages_after_the_first_paint(qtbot, isolated_s
     assert win.controller.loaded.source == TINY
     qtbot.waitUntil(lambda: win.model_panel.zoo_count() > 1000, timeout=LOAD_MS)
     win.shutdown()
+
+
+def test_the_data_page_offers_to_train_once_a_model_is_loaded(qtbot, window: MainWindow, image_folder: Path) -> None:
+    open_folder(qtbot, window, image_folder)
+    button = window.data_panel.findChild(QPushButton, "trainOnDataButton")
+    assert not button.isEnabled()
+    assert "Load a model" in window.data_panel.findChild(QLabel, "dataNextLabel").text()
+    load(qtbot, window, TINY)
+    assert button.isEnabled()
+    window.apply_training_settings(long_run().to_dict())
+    with qtbot.waitSignal(window.trainingStarted, timeout=LOAD_MS):
+        qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+    assert window.tabs.currentWidget() is window.train_page
+    assert not button.isEnabled()  # one run at a time
+    with qtbot.waitSignal(window.trainingFinished, timeout=LOAD_MS):
+        window.stop_training()
+    qtbot.waitUntil(lambda: not window.is_model_busy(), timeout=LOAD_MS)
