@@ -195,10 +195,10 @@ def detect_heads(model: nn.Module, input_size: int | None = None, head_paths: li
         for path in aux_paths
     ]
     if not heads:
-        shape = eval_trace.main_outputs[0].shape if eval_trace.main_outputs else ()
+        shape = eval_trace.main_outputs[0].shape[1:] if eval_trace.main_outputs else ()
         raise HeadNotFoundError(
-            f"no classifier head found: the model's output {tuple(shape)} comes from inside its trunk "
-            "(no Linear or 1×1 convolution produces it alone) and there is no empty head slot; "
+            f"no classifier head found: the model's output ({'×'.join(map(str, shape)) or 'one number'} per image) "
+            "comes from inside its trunk (no Linear or 1×1 convolution produces it alone) and there is no empty head slot; "
             "name the head layer yourself"
         )
     return HeadDetection(tuple(_confirm(model, head) for head in heads), eval_trace, train_trace)
@@ -439,8 +439,9 @@ def _head_info(model: nn.Module, path: str, role: HeadRole, found_by: str) -> He
     in_features = first.in_channels if is_conv else first.in_features
     out_features = last.out_channels if is_conv else last.out_features
     type_name = type(module).__name__
-    if hasattr(module, SPEC_ATTRIBUTE):
-        type_name = f"{type_name} ({getattr(module, SPEC_ATTRIBUTE).describe()})"
+    design = getattr(module, SPEC_ATTRIBUTE).describe() if hasattr(module, SPEC_ATTRIBUTE) else type_name
+    if design != type_name:  # "Sequential (MLP 512, relu)"; a plain Linear head stays "Linear", not "Linear (Linear)"
+        type_name = f"{type_name} ({design})"
     return HeadInfo(path, type_name, int(in_features), int(out_features), role, found_by, is_conv)
 
 

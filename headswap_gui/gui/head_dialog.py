@@ -39,6 +39,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from headswap_gui.core.module_tree import describe_layer
+
 if TYPE_CHECKING:
     from torch import nn
 
@@ -77,25 +79,8 @@ def describe_layers(module: nn.Module) -> list[tuple[str, str, int]]:
     leaves = [(name, sub) for name, sub in module.named_modules() if not any(True for _ in sub.children())]
     for name, sub in leaves:
         params = sum(p.numel() for p in sub.parameters(recurse=False))
-        rows.append((name or type(module).__name__, _describe_layer(sub), params))
+        rows.append((name or type(module).__name__, describe_layer(sub), params))
     return rows
-
-
-def _describe_layer(layer: nn.Module) -> str:
-    kind = type(layer).__name__
-    if hasattr(layer, "in_features") and hasattr(layer, "out_features"):
-        return f"{kind} {layer.in_features} → {layer.out_features}"
-    if hasattr(layer, "in_channels") and hasattr(layer, "out_channels"):
-        size = getattr(layer, "kernel_size", None)
-        kernel = f" ({'×'.join(str(k) for k in size)})" if isinstance(size, tuple) else ""
-        return f"{kind} {layer.in_channels} → {layer.out_channels}{kernel}"
-    if hasattr(layer, "p") and kind.startswith("Dropout"):
-        return f"{kind} p={layer.p:g}"
-    if hasattr(layer, "num_features"):
-        return f"{kind} {layer.num_features}"
-    if hasattr(layer, "normalized_shape"):
-        return f"{kind} {tuple(layer.normalized_shape)}"
-    return kind
 
 
 class HeadDialog(QDialog):

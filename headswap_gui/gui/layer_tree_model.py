@@ -12,7 +12,7 @@ a glance.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from PySide6.QtCore import (
     QAbstractItemModel,
@@ -38,6 +38,7 @@ from headswap_gui.core.module_tree import LayerRecord
 
 __all__ = [
     "COLUMNS",
+    "change_row_filter",
     "LayerFilterProxyModel",
     "LayerTreeModel",
     "PATH_ROLE",
@@ -77,11 +78,16 @@ class _Node:
         self.children: list[_Node] = []
 
 
+_ROLE_WORDS = {"auxiliary": "aux"}
+
+
 def _display_name(record: LayerRecord, is_root: bool) -> str:
-    name = record.type_name if is_root or not record.name else record.name
+    """A head other than the main one is named by its whole path and its role, e.g.
+    "aux1.fc2 (aux head)": its own name ("fc2") does not say which branch it scores, and it is
+    swapped with the main head, so the user must see which one it is."""
     if record.head_role and record.head_role != "main":
-        name += f" ({record.head_role} head)"
-    return name
+        return f"{record.path} ({_ROLE_WORDS.get(record.head_role, record.head_role)} head)"
+    return record.type_name if is_root or not record.name else record.name
 
 
 def _format_shape(shape: tuple[int, ...] | None) -> str:
@@ -332,6 +338,19 @@ def _walk(node: _Node):
         stack.extend(reversed(current.children))
 
 
+def change_row_filter(proxy: QSortFilterProxyModel, change: Callable[[], None]) -> None:
+    """Apply ``change`` to what ``proxy`` filters rows by, and refilter: inside Qt ≥ 6.9's
+    begin/endFilterChange (the older invalidate calls are deprecated there), else before
+    ``invalidateRowsFilter``."""
+    if hasattr(proxy, "beginFilterChange"):  # Qt >= 6.9
+        proxy.beginFilterChange()
+        change()
+        proxy.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+    else:  # pragma: no cover - older Qt
+        change()
+        proxy.invalidateRowsFilter()
+
+
 class LayerFilterProxyModel(QSortFilterProxyModel):
     """Shows modules whose name, type or path contains the filter text (any case).
 
@@ -352,15 +371,8 @@ class LayerFilterProxyModel(QSortFilterProxyModel):
     def set_filter_text(self, text: str) -> None:
         """Filter by a case-insensitive substring; empty shows everything."""
         needle = text.strip().casefold()
-        if needle == self._needle:
-            return
-        if hasattr(self, "beginFilterChange"):  # Qt >= 6.9
-            self.beginFilterChange()
-            self._needle = needle
-            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
-        else:  # pragma: no cover - older Qt
-            self._needle = needle
-            self.invalidateRowsFilter()
+        if needle != self._needle:
+            change_row_filter(self, lambda: setattr(self, "_needle", needle))
 
     def filterAcceptsRow(self, source_row: int, source_parent: Index) -> bool:  # noqa: N802
         if not self._needle:

@@ -4,9 +4,12 @@ Three stacked parts:
 
 - the chooser: a searchable list of every model in the zoo (``core.sources.zoo_sources``,
   ~1,450 names, listed on a worker thread because importing torchvision and timm takes
-  seconds), a weights choice, Load / Open file… buttons, recent models, and a busy bar;
+  seconds), each marked with a tick when its pretrained weights are on this machine
+  (``core.sources.cached_weight_sources``, asked on the same thread right after), a filter
+  to those, a weights choice, Load / Open file… buttons, recent models, and a busy bar;
 - the layer tree: :class:`LayerTreeModel` behind a :class:`LayerFilterProxyModel` with a
-  filter box; the head is shown bold and tinted, and after a load the tree opens on it;
+  filter box; the heads are shown bold and tinted, and after a load the tree opens the
+  branch of every head (aux heads too) and selects the main one;
 - the details of the selected layer: path, type, output shape, parameter counts, and the
   statistics of its own weights, computed when the layer is selected.
 
@@ -15,12 +18,15 @@ The panel only *asks* for things (signals); the window loads models and runs com
 
 from __future__ import annotations
 
+import functools
 import threading
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from PySide6.QtCore import (
     QItemSelection,
     QModelIndex,
+    QObject,
+    QPointF,
     QSortFilterProxyModel,
     QStringListModel,
     Qt,
@@ -28,9 +34,10 @@ from PySide6.QtCore import (
     Signal,
     Slot,
 )
-from PySide6.QtGui import QAction, QGuiApplication, QKeySequence
+from PySide6.QtGui import QAction, QColor, QGuiApplication, QIcon, QKeySequence, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QFormLayout,
     QFrame,
@@ -58,6 +65,7 @@ from headswap_gui.gui.layer_tree_model import (
     SHAPE_COLUMN,
     LayerFilterProxyModel,
     LayerTreeModel,
+    change_row_filter,
 )
 from headswap_gui.gui.jobs import ModelLease
 from headswap_gui.gui.worker import GeneratorRunner
@@ -68,7 +76,7 @@ if TYPE_CHECKING:
     from headswap_gui.core.module_tree import LayerRecord
     from headswap_gui.gui.commands import ModelController
 
-__all__ = ["ModelPanel", "WEIGHTS_CHOICES", "pretrained_source", "weight_statistics"]
+__all__ = ["CACHED_ROLE", "ModelPanel", "WEIGHTS_CHOICES", "ZooProxyModel", "pretrained_source", "weight_statistics"]
 
 WEIGHTS_CHOICES = (
     ("pretrained", "Pretrained (from the local cache)"),
@@ -125,9 +133,77 @@ def weight_statistics(module: nn.Module) -> list[tuple[str, tuple[int, ...], dic
 
 
 def _zoo_events(stop: threading.Event) -> Iterator[object]:
-    from headswap_gui.core.sources import zoo_sources
+    """The zoo's names (a tuple), then those with cached weights (a frozenset): the list is
+    usable at once, the ticks follow a fraction of a second later."""
+    from headswap_gui.core.sources import cached_weight_sources, zoo_sources
 
-    yield tuple(zoo_sources())
+    sources = tuple(zoo_sources())
+    yield sources
+    if not stop.is_set():
+        yield frozenset(cached_weight_sources(sources))
+
+
+CACHED_ROLE = int(Qt.ItemDataRole.UserRole) + 1
+"""Zoo list data() role: True when the entry's pretrained weights are on this machine."""
+_CACHED_COLOUR = QColor(46, 160, 67)  # a mid green, readable on light and dark bases
+
+
+@functools.cache
+def _weights_icon(cached: bool) -> QIcon:
+    """A green tick for an entry whose weights are cached, a blank of the same size for the
+    rest, so every name starts at the same place."""
+    pixmap = QPixmap(16, 16)
+    pixmap.fill(Qt.GlobalColor.transparent)
+    if cached:
+        painter = QPainter(pixmap)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(QPen(_CACHED_COLOUR, 2.2, Qt.PenStyle.SolidLine, Qt.PenCapStyle.RoundCap, Qt.PenJoinStyle.RoundJoin))
+        painter.drawPolyline([QPointF(3, 8.5), QPointF(6.5, 12), QPointF(13, 4.5)])
+        painter.end()
+    return QIcon(pixmap)
+
+
+class ZooProxyModel(QSortFilterProxyModel):
+    """The zoo list, filtered by the search text (and, when asked, to cached entries), each
+    entry ticked when its pretrained weights are on this machine: those load with
+    "Pretrained (from the local cache)" and no network, the rest need "download if missing"."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._cached: frozenset[str] | None = None  # None until the caches were looked at
+        self._cached_only = False
+        self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+
+    def cached_sources(self) -> frozenset[str] | None:
+        """The entries with cached weights; None until the caches were looked at."""
+        return self._cached
+
+    def set_cached_sources(self, sources: Iterable[str]) -> None:
+        change_row_filter(self, lambda: setattr(self, "_cached", frozenset(sources)))
+        if self.rowCount():
+            self.dataChanged.emit(self.index(0, 0), self.index(self.rowCount() - 1, 0))
+
+    def set_cached_only(self, cached_only: bool) -> None:
+        if cached_only != self._cached_only:
+            change_row_filter(self, lambda: setattr(self, "_cached_only", cached_only))
+
+    def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex) -> bool:  # noqa: N802 - Qt API
+        if self._cached_only and self.sourceModel().index(source_row, 0, source_parent).data() not in (self._cached or ()):
+            return False
+        return super().filterAcceptsRow(source_row, source_parent)
+
+    def data(self, index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:  # noqa: ANN001
+        marks = (CACHED_ROLE, Qt.ItemDataRole.DecorationRole, Qt.ItemDataRole.ToolTipRole, Qt.ItemDataRole.AccessibleDescriptionRole)
+        if role not in marks or self._cached is None or not index.isValid():
+            return super().data(index, role)
+        cached = super().data(index) in self._cached
+        if role == CACHED_ROLE:
+            return cached
+        if role == Qt.ItemDataRole.DecorationRole:
+            return _weights_icon(cached)
+        if cached:
+            return self.tr("Pretrained weights are on this machine: they load without a network")
+        return self.tr("No pretrained weights on this machine: choose “download if missing”, or random weights")
 
 
 class LayerTreeProxyModel(LayerFilterProxyModel):
@@ -201,9 +277,17 @@ class ModelPanel(QWidget):
         self.search_edit.setClearButtonEnabled(True)
         self.search_edit.setAcceptDrops(False)
         self.zoo_model = QStringListModel(["demo"], self)
-        self.zoo_proxy = QSortFilterProxyModel(self)
+        self.zoo_proxy = ZooProxyModel(self)
         self.zoo_proxy.setSourceModel(self.zoo_model)
-        self.zoo_proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.cached_only_check = QCheckBox(self.tr("Cached"))
+        self.cached_only_check.setObjectName("modelZooCachedOnlyCheck")
+        self.cached_only_check.setAccessibleName(self.tr("Only models with cached weights"))
+        self.cached_only_check.setToolTip(self.tr(
+            "List only the models whose pretrained weights are already on this machine (ticked); "
+            "they load without a network"
+        ))
+        self.cached_only_check.setIcon(_weights_icon(True))
+        self.cached_only_check.setEnabled(False)  # until the caches were looked at
         self.zoo_view = QListView()
         self.zoo_view.setObjectName("modelZooList")
         self.zoo_view.setAccessibleName(self.tr("Model zoo"))
@@ -261,7 +345,10 @@ class ModelPanel(QWidget):
         chooser = QGroupBox(self.tr("Model"))
         chooser.setObjectName("modelChooserBox")
         chooser_layout = QVBoxLayout(chooser)
-        chooser_layout.addWidget(self.search_edit)
+        search_row = QHBoxLayout()
+        search_row.addWidget(self.search_edit, 1)
+        search_row.addWidget(self.cached_only_check)
+        chooser_layout.addLayout(search_row)
         chooser_layout.addWidget(self.zoo_view, 1)
         weights_row = QHBoxLayout()
         weights_label = QLabel(self.tr("Weights:"))
@@ -381,6 +468,7 @@ class ModelPanel(QWidget):
         # connections
         self.search_edit.textChanged.connect(self._on_search_edit_textChanged)
         self.search_edit.returnPressed.connect(self._on_search_edit_returnPressed)
+        self.cached_only_check.toggled.connect(self._on_cached_only_check_toggled)
         self.zoo_view.doubleClicked.connect(self._on_zoo_view_doubleClicked)
         self.load_button.clicked.connect(self._on_load_button_clicked)
         self.open_button.clicked.connect(self.openFileRequested)
@@ -415,7 +503,8 @@ class ModelPanel(QWidget):
         return str(index.data())
 
     def select_source(self, source: str) -> bool:
-        """Make ``source`` the current item of the zoo list (clearing the search if needed)."""
+        """Make ``source`` the current item of the zoo list (clearing the search and the
+        cached-only filter if needed)."""
         for attempt in range(2):
             matches = self.zoo_proxy.match(
                 self.zoo_proxy.index(0, 0), Qt.ItemDataRole.DisplayRole, source, 1,
@@ -425,8 +514,9 @@ class ModelPanel(QWidget):
                 self.zoo_view.setCurrentIndex(matches[0])
                 self.zoo_view.scrollTo(matches[0])
                 return True
-            if attempt == 0 and self.search_edit.text():
+            if attempt == 0 and (self.search_edit.text() or self.cached_only_check.isChecked()):
                 self.search_edit.clear()
+                self.cached_only_check.setChecked(False)
         return False
 
     def weights_choice(self) -> str:
@@ -487,10 +577,7 @@ class ModelPanel(QWidget):
         index = self.proxy_index_for_path(path)
         if not index.isValid():
             return False
-        parent = index.parent()
-        while parent.isValid():
-            self.tree_view.expand(parent)
-            parent = parent.parent()
+        self._expand_ancestors(index)
         self.tree_view.setCurrentIndex(index)
         self.tree_view.selectionModel().select(
             index, self.tree_view.selectionModel().SelectionFlag.ClearAndSelect
@@ -503,6 +590,10 @@ class ModelPanel(QWidget):
         return True
 
     def focus_head(self) -> bool:
+        """Open the branch of every head and select the main one: an aux head (GoogLeNet's
+        ``aux1.fc2``) is swapped with the main head, so it must not hide in a closed branch."""
+        for index in self.tree_model.head_indexes():
+            self._expand_ancestors(self.tree_proxy.mapFromSource(index))
         head = self._controller.main_head()
         return self.select_layer(head.path) if head is not None else False
 
@@ -519,6 +610,12 @@ class ModelPanel(QWidget):
         self.tree_view.resizeColumnToContents(0)
         width = self.tree_view.columnWidth(0)
         self.tree_view.setColumnWidth(0, max(110, min(width + 4, 260)))
+
+    def _expand_ancestors(self, index: QModelIndex) -> None:
+        parent = index.parent()
+        while parent.isValid():
+            self.tree_view.expand(parent)
+            parent = parent.parent()
 
     def _scroll_to_path(self, path: str, hint: QAbstractItemView.ScrollHint) -> None:
         index = self.proxy_index_for_path(path)
@@ -553,7 +650,7 @@ class ModelPanel(QWidget):
             self._stats_path = None
             return
         labels["path"].setText(record.path or self.tr("(the whole model)"))
-        labels["type"].setText(record.type_name)
+        labels["type"].setText(record.description or record.type_name)
         labels["shape"].setText(
             self.tr("{shape} per image").format(shape=format_shape(record.output_shape))
             if record.output_shape else self.tr("not traced")
@@ -624,6 +721,9 @@ class ModelPanel(QWidget):
 
     @Slot(object)
     def _on_zoo_runner_eventEmitted(self, sources: object) -> None:
+        if isinstance(sources, frozenset):  # the entries with cached weights, after the names
+            self._set_cached_sources(sources)
+            return
         names = list(sources)  # type: ignore[arg-type]
         current = self.selected_source()
         self.zoo_model.setStringList(names)
@@ -638,6 +738,22 @@ class ModelPanel(QWidget):
             self.select_source(current)
         self.zooLoaded.emit(len(names))
 
+    def _set_cached_sources(self, sources: frozenset[str]) -> None:
+        self.zoo_proxy.set_cached_sources(sources)
+        self.cached_only_check.setEnabled(True)
+        self.zoo_count_label.setText(self.tr("{n} models, {cached} with cached weights").format(
+            n=f"{self._zoo_count:,}", cached=f"{len(sources):,}"))
+
+    def _keep_a_current_source(self) -> None:
+        """After the list was filtered, Load and Enter still have an entry to act on."""
+        if self.zoo_proxy.rowCount() and not self.zoo_view.currentIndex().isValid():
+            self.zoo_view.setCurrentIndex(self.zoo_proxy.index(0, 0))
+
+    @Slot(bool)
+    def _on_cached_only_check_toggled(self, checked: bool) -> None:
+        self.zoo_proxy.set_cached_only(checked)
+        self._keep_a_current_source()
+
     @Slot(str)
     def _on_zoo_runner_failed(self, message: str) -> None:
         self.zoo_count_label.setText(self.tr("could not list the zoo"))
@@ -646,8 +762,7 @@ class ModelPanel(QWidget):
     @Slot(str)
     def _on_search_edit_textChanged(self, text: str) -> None:
         self.zoo_proxy.setFilterFixedString(text.strip())
-        if self.zoo_proxy.rowCount() and not self.zoo_view.currentIndex().isValid():
-            self.zoo_view.setCurrentIndex(self.zoo_proxy.index(0, 0))
+        self._keep_a_current_source()
 
     @Slot()
     def _on_search_edit_returnPressed(self) -> None:
@@ -746,6 +861,12 @@ class ModelPanel(QWidget):
         if loaded is None:
             self.status_label.setText(self.tr("No model loaded."))
             return
+        known = self.zoo_proxy.cached_sources()
+        if "@" in loaded.source and known is not None:
+            # Pretrained weights were loaded, perhaps downloaded just now: the tick follows.
+            from headswap_gui.core.sources import cached_weight_sources
+
+            self._set_cached_sources(known | cached_weight_sources([loaded.source.partition("@")[0]]))
         text = f"<b>{loaded.source}</b> — {loaded.parameter_count:,} parameters; weights: {loaded.weights}"
         if loaded.structure_only:
             text += "<br>" + self.tr("Structure only: weights not loaded.")

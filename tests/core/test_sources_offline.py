@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from headswap_gui.core.errors import SourceError, WeightsNotCachedError
 from headswap_gui.core.run_manifest import read_manifest, weights_file
 from headswap_gui.core.runs import save_model_folder
-from headswap_gui.core.sources import load_model
+from headswap_gui.core.sources import cached_weight_sources, load_model, zoo_sources
 
 TINY = "test_efficientnet"  # timm's own test model: 0.36 M parameters, weights on the Hub only
 URL_ONLY = "legacy_seresnet18"  # weights published by URL, without a Hub copy
@@ -140,6 +140,39 @@ def test_architectures_without_published_weights_say_so(no_network):
     with pytest.raises(SourceError, match="publishes no pretrained weights") as error:
         load_model(f"timm:{untrained}@pretrained")
     assert not isinstance(error.value, WeightsNotCachedError)
+    assert no_network == []
+
+
+# --- which zoo entries have cached weights ---------------------------------------------------------
+
+
+def test_cached_weights_are_found_in_both_caches_without_the_network(empty_caches, no_network):
+    """A Hub file, a torch hub checkpoint of a timm URL and of a torchvision DEFAULT weight:
+    each marks its entry; a Hub folder without the weights file, and everything else, do not."""
+    state = _reference_state(TINY)
+    _cache_on_hub(empty_caches, timm.models.get_pretrained_cfg(TINY).hf_hub_id, "model.safetensors", state)
+    stub = empty_caches / f"models--{timm.models.get_pretrained_cfg('resnet18').hf_hub_id.replace('/', '--')}"
+    (stub / "refs").mkdir(parents=True)  # a download that never finished
+    (stub / "refs" / "main").write_text("0123456789abcdef0123456789abcdef01234567")
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save({"x": torch.zeros(1)}, checkpoints / os.path.basename(timm.models.get_pretrained_cfg(URL_ONLY).url))
+    import torchvision
+
+    resnet18_file = os.path.basename(torchvision.models.get_model_weights("resnet18").DEFAULT.url)
+    torch.save({"x": torch.zeros(1)}, checkpoints / resnet18_file)
+
+    found = cached_weight_sources(zoo_sources())
+    assert found == {"demo", f"timm:{TINY}", f"timm:{URL_ONLY}", "torchvision:resnet18"}
+    assert cached_weight_sources(["torchvision:resnet50", "timm:resnet18", "hf:nothing", "/no/file.pt"]) == set()
+    _assert_same_weights(load_model(f"timm:{TINY}@pretrained").model, state)  # a tick means it loads offline
+    assert no_network == []
+
+
+def test_no_caches_at_all_mark_only_the_demo(tmp_path, monkeypatch, no_network):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "missing-hub"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "missing-torch"))
+    assert cached_weight_sources(zoo_sources()) == {"demo"}
     assert no_network == []
 
 

@@ -62,6 +62,9 @@ def test_mlp_design_updates_preview_and_choice(qtbot, tiny) -> None:
     assert any(r.startswith("GELU") for r in rows) and any(r.startswith("BatchNorm1d") for r in rows)
     assert any(r.startswith("Dropout") for r in rows)
     assert f"{count_head_params(256, 4, spec):,} parameters" in dialog.new_total.text()
+    dialog.norm_combo.setCurrentIndex(dialog.norm_combo.findData("layernorm"))
+    rows = [dialog.new_tree.topLevelItem(i).text(1) for i in range(dialog.new_tree.topLevelItemCount())]
+    assert "LayerNorm 64" in rows and "LayerNorm 32" in rows  # not "LayerNorm (64,)"
 
 
 def test_invalid_input_disables_ok_with_a_reason(qtbot, tiny) -> None:

@@ -123,7 +123,8 @@ def test_head_row_is_bold_tinted_with_icon_and_tooltip(model: LayerTreeModel) ->
 
 def test_auxiliary_head_is_flagged_with_its_role(model: LayerTreeModel) -> None:
     index = model.index_for_path("aux1.fc2")
-    assert "auxiliary" in index.data()
+    assert index.data() == "aux1.fc2 (aux head)"  # its whole path: "fc2" alone does not say which branch
+    assert model.index_for_path("fc").data() == "fc"
     assert "Classifier head (auxiliary)" in index.data(Qt.ItemDataRole.ToolTipRole)
     assert [i.data(PATH_ROLE) for i in model.head_indexes()] == ["aux1.fc2", "fc"]
 
@@ -183,6 +184,8 @@ def test_filter_keeps_ancestors_of_matches(model: LayerTreeModel) -> None:
 
     proxy.set_filter_text("head")  # role
     assert sorted(_visible_paths(proxy)) == ["", "aux1", "aux1.fc2", "fc"]
+    proxy.set_filter_text("aux head")  # as the row reads
+    assert sorted(_visible_paths(proxy)) == ["", "aux1", "aux1.fc2"]
 
     proxy.set_filter_text("no such layer")
     assert proxy.rowCount() == 0
