@@ -435,6 +435,7 @@ class MainWindow(QMainWindow):
         if tab in self._tab_keys:
             self.tabs.setCurrentIndex(self._tab_keys.index(tab))
         self._restore_hyperparameters()
+        self.give_model_to_pages()  # a model loaded while the pages were being made
         self._update_device_label()
         self._update_actions()
         pending, self._pending = self._pending, []
@@ -532,14 +533,11 @@ class MainWindow(QMainWindow):
 
         def then() -> None:
             self.model_panel.populate_zoo()
-            if demo:
-                self.open_demo()
-            if model:
-                self.load_model(model)
             if data:
                 self.open_data_folder(data)
 
         if self._panels_built:
+            self._open_at_start(demo, model)
             then()
             return
         self._pending.append(then)
@@ -547,6 +545,15 @@ class MainWindow(QMainWindow):
         runner = self.jobs.start("warmup", warm_up_events, stop_grace_s=0.0)
         runner.eventEmitted.connect(self._on_warmup_runner_eventEmitted)
         runner.finished.connect(self._on_warmup_runner_finished)
+        # The model (and the demo images) load alongside the warm-up, not after it: the load
+        # waits for torch like the warm-up does, then builds while the pages are being made.
+        self._open_at_start(demo, model)
+
+    def _open_at_start(self, demo: bool, model: str | None) -> None:
+        if demo:
+            self.open_demo()
+        if model:
+            self.load_model(model)
 
     @Slot(object)
     def _on_warmup_runner_eventEmitted(self, event: object) -> None:
@@ -559,7 +566,8 @@ class MainWindow(QMainWindow):
             return
         if not self.is_loading():
             self.model_panel.set_busy(None)
-            self.model_panel.set_status(self.tr("No model loaded. Pick one from the list, or open a file."))
+            if self.controller.loaded is None:
+                self.model_panel.set_status(self.tr("No model loaded. Pick one from the list, or open a file."))
         self.statusBar().clearMessage()
         self.build_panels()
 
