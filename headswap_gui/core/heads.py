@@ -160,7 +160,8 @@ def detect_heads(model: nn.Module, input_size: int | None = None, head_paths: li
             return HeadDetection(tuple(heads))
         raise HeadNotFoundError(
             f"could not run a dummy {input_size}×{input_size} forward pass to find the head "
-            f"({type(error).__name__}: {error}); name the head layer yourself"
+            f"(the model said: {str(error).strip().splitlines()[0] if str(error).strip() else 'nothing'}); "
+            "name the head layer yourself"
         ) from error
     main_paths: list[str] = []
     for logits in eval_trace.main_outputs:

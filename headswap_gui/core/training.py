@@ -23,6 +23,7 @@ goes wrong afterwards ends the run with ``RunFinished("failed", message)``.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -83,6 +84,8 @@ from .run_manifest import KIND_TRAINING_RUN, checkpoint_file, checkpoint_file_na
 from .run_store import RunWriter
 from .sources import LoadedModel, swap_head
 from .tracing import call_model, split_outputs
+
+_log = logging.getLogger(__name__)
 
 AUX_LOSS_WEIGHT = 0.4  # loss = main + 0.4 · mean(auxiliary losses), as in GoogLeNet/Inception
 CACHE_MODES = ("auto", "off")
@@ -1119,7 +1122,11 @@ def _describe(error: BaseException) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     if "Expected more than 1 value per channel when training" in text:
         return "BatchNorm layers cannot train on batches of one image; set the batch size to 2 or more"
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    # Not a problem the user can fix from the settings: a bug here or in the model's code.
+    # The traceback goes to the log (stderr); the message keeps what torch said, not its class.
+    _log.error("training stopped by an unexpected error", exc_info=error)
+    said = f" (it said: {text})" if text else ""
+    return f"an unexpected error in the model or in headswap stopped training{said}; the traceback is in the terminal's output"
 
 
 def _now() -> str:

@@ -406,3 +406,22 @@ def test_devices():
             resolve_device("cuda:0")
     with pytest.raises(HeadswapError, match="unknown device"):
         resolve_device("tpu")
+
+
+def test_an_unexpected_error_in_the_model_ends_the_run_in_words_not_a_class_name(dataset, caplog):
+    loaded = tiny_model()
+    calls = {"n": 0}
+
+    def breaks_on_the_third_training_batch(module, inputs, output):
+        if module.training:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise ValueError("shape mismatch in the user's layer")
+
+    loaded.model.classifier.register_forward_hook(breaks_on_the_third_training_batch)
+    with caplog.at_level("ERROR", logger="headswap_gui.core.training"):
+        events = train(loaded, dataset, TrainConfig(**{**BASE, "epochs": 1, "cache_features": "off"}))
+    end = finished(events)
+    assert end.reason == "failed"
+    assert "shape mismatch in the user's layer" in end.message and "ValueError" not in end.message
+    assert any(record.exc_info and record.exc_info[0] is ValueError for record in caplog.records)  # the traceback is kept
