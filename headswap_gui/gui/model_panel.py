@@ -741,7 +741,9 @@ class ModelPanel(QWidget):
     def _set_cached_sources(self, sources: frozenset[str]) -> None:
         self.zoo_proxy.set_cached_sources(sources)
         self.cached_only_check.setEnabled(True)
-        self.zoo_count_label.setText(self.tr("{n} models, {cached} with cached weights").format(
+        # Short on the row (it shares it with three buttons in a narrow pane), whole in the tip.
+        self.cached_only_check.setText(self.tr("Cached ({cached})").format(cached=f"{len(sources):,}"))
+        self.zoo_count_label.setToolTip(self.tr("{n} models, {cached} with cached weights").format(
             n=f"{self._zoo_count:,}", cached=f"{len(sources):,}"))
 
     def _keep_a_current_source(self) -> None:

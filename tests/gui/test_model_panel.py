@@ -94,7 +94,8 @@ def test_zoo_ticks_the_models_whose_weights_are_cached(
     qtbot.waitUntil(lambda: not running_runners(), timeout=10_000)
     proxy = panel.zoo_proxy
     assert proxy.cached_sources() == {"demo", "torchvision:resnet18"}
-    assert "2 with cached weights" in panel.zoo_count_label.text()
+    assert "2 with cached weights" in panel.zoo_count_label.toolTip()
+    assert panel.cached_only_check.text() == "Cached (2)"
 
     def entry(source: str):
         assert panel.select_source(source)
@@ -128,4 +129,4 @@ def test_zoo_ticks_the_models_whose_weights_are_cached(
     pretrained = load_model(f"timm:{TINY}@pretrained")
     controller.set_model(pretrained, pretrained.find_heads())
     assert entry(f"timm:{TINY}").data(CACHED_ROLE) is True
-    assert "3 with cached weights" in panel.zoo_count_label.text()
+    assert "3 with cached weights" in panel.zoo_count_label.toolTip()
