@@ -165,6 +165,10 @@ class _ClassStripModel(QAbstractTableModel):
     def all_paths(self) -> list[str]:
         return [path for row in self._paths for path in row]
 
+    def path_at(self, row: int, column: int) -> str | None:
+        paths = self._paths[row] if 0 <= row < len(self._paths) else []
+        return paths[column] if 0 <= column < len(paths) else None
+
     def add_thumbnails(self, items: Sequence[Thumbnail]) -> None:
         for item in items:
             where = self._where.get(item.path)
@@ -377,6 +381,7 @@ class DataPanel(QWidget):
     scanFailed = Signal(str)
     tryImagesRequested = Signal(list)
     trainRequested = Signal()
+    imageActivated = Signal(str)  # a double-click or Enter on a sample: show the image large
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -471,6 +476,7 @@ class DataPanel(QWidget):
         self._strip_view.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self._strip_view.setHorizontalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self._strip_view.horizontalHeader().hide()
+        self._strip_view.activated.connect(self._on_strip_view_activated)
         self._strip_view.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         self._strip_view.horizontalHeader().setDefaultSectionSize(_THUMB_SIDE + 8)
         vertical = self._strip_view.verticalHeader()
@@ -606,6 +612,12 @@ class DataPanel(QWidget):
 
     def dataset(self) -> DatasetInfo | None:
         return self._dataset
+
+    @Slot(QModelIndex)
+    def _on_strip_view_activated(self, index: QModelIndex) -> None:
+        path = self._strips.path_at(index.row(), index.column())
+        if path:
+            self.imageActivated.emit(path)
 
     def set_can_train(self, can_train: bool, why_not: str = "") -> None:
         """Whether "Train on these images" can start a run now; ``why_not`` says what is

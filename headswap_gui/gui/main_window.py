@@ -57,6 +57,7 @@ from headswap_gui.gui.drops import (
 )
 from headswap_gui.gui.job_events import JobDone, LoadStage, demo_data_events, export_events, warm_up_events
 from headswap_gui.gui.job_manager import JobManager
+from headswap_gui.gui.image_viewer import ImageViewer
 from headswap_gui.gui.load_controller import LoadController
 from headswap_gui.gui.messages import explain
 from headswap_gui.gui.model_panel import ModelPanel
@@ -144,6 +145,7 @@ class MainWindow(QMainWindow):
         self._device_text = ""
         self.last_error: str | None = None
         self.demo_data_dir: str | None = None  # None: core's default folder in the user data dir
+        self._image_viewer: ImageViewer | None = None  # made on the first double-clicked image
         self.last_export: Any = None
         self.data_panel: Any = None
         self.training_panel: Any = None
@@ -454,12 +456,15 @@ class MainWindow(QMainWindow):
             self.data_panel.datasetChanged.connect(self._on_data_panel_datasetChanged)
             self.data_panel.tryImagesRequested.connect(self.try_images)
             self.data_panel.trainRequested.connect(self._on_start_action_triggered)
+            self.data_panel.imageActivated.connect(self.show_image)
             self.data_panel.scanFailed.connect(self._on_data_panel_scanFailed)
         if self.training_panel is not None:
             self.training_panel.startRequested.connect(self.start_training)
             self.training_panel.stopRequested.connect(self.training.stop)
         if self.results_panel is not None:
-            self.results_panel.imageActivated.connect(self._on_results_panel_imageActivated)
+            self.results_panel.imageActivated.connect(self.show_image)
+        if self.try_panel is not None:
+            self.try_panel.imageActivated.connect(self.show_image)
         self.runs_panel.openRequested.connect(self.open_run)
         self.runs_panel.resumeRequested.connect(self.resume_run)
         self.runs_panel.compareRequested.connect(self.compare_run)
@@ -825,9 +830,13 @@ class MainWindow(QMainWindow):
             )
         return route
 
-    @Slot(str)
-    def _on_results_panel_imageActivated(self, path: str) -> None:
-        self.try_images([path])  # the image large, with the model's scores for every class
+    def show_image(self, path: str) -> ImageViewer:
+        """Open ``path`` large in the window's image viewer (one, reused), which also offers
+        to classify it in Try it; returns the viewer."""
+        if self._image_viewer is None:
+            self._image_viewer = ImageViewer(self, on_try=lambda shown: self.try_images([shown]))
+        self._image_viewer.show_image(path)
+        return self._image_viewer
 
     def try_images(self, images: Sequence[str]) -> None:
         """Show the Try it page and classify ``images`` there."""

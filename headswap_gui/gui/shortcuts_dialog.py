@@ -28,7 +28,7 @@ __all__ = ["WIDGET_KEYS", "ShortcutsDialog", "shortcut_rows"]
 WIDGET_KEYS: tuple[tuple[str, str], ...] = (
     ("Layer tree: copy the selected layer's path", QKeySequence(QKeySequence.StandardKey.Copy).toString(
         QKeySequence.SequenceFormat.NativeText)),
-    ("Results: show the selected image on Try it", "Return"),
+    ("Any image (Data, Results, Try it): show it large", "Return or double-click"),
 )
 
 

@@ -362,6 +362,7 @@ class TryPanel(QWidget):
     """
 
     predictionsReady = Signal()
+    imageActivated = Signal(str)  # a double-click or Enter on a row: show the image large
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -441,6 +442,7 @@ class TryPanel(QWidget):
         self._view.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
         self._view.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self._view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self._view.activated.connect(self._on_view_activated)
 
         extensions = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
         self._empty = QLabel(
@@ -554,6 +556,12 @@ class TryPanel(QWidget):
         self._model.clear()
         self._stack.setCurrentIndex(0)
         self._update_status()
+
+    @Slot(QModelIndex)
+    def _on_view_activated(self, index: QModelIndex) -> None:
+        path = index.data(_PATH_ROLE)
+        if path:
+            self.imageActivated.emit(str(path))
 
     def image_paths(self) -> list[str]:
         return self._model.paths()
