@@ -20,10 +20,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from PySide6.QtCore import QObject, Qt, QUrl, Signal, Slot
+from PySide6.QtCore import QObject, Qt, Signal, Slot
 from PySide6.QtGui import (
     QAction,
-    QDesktopServices,
     QGuiApplication,
     QCloseEvent,
     QDragEnterEvent,
@@ -55,17 +54,16 @@ from headswap_gui.gui.drops import (
     model_path,
     training_folder,
 )
-from headswap_gui.gui.job_events import JobDone, LoadStage, demo_data_events, export_events, warm_up_events
+from headswap_gui.gui.job_events import JobDone, LoadStage, demo_data_events, warm_up_events
 from headswap_gui.gui.job_manager import JobManager
+from headswap_gui.gui.export_controller import ExportController
 from headswap_gui.gui.image_viewer import ImageViewer
 from headswap_gui.gui.load_controller import LoadController
 from headswap_gui.gui.messages import explain
 from headswap_gui.gui.model_panel import ModelPanel
 from headswap_gui.gui.prompts import (
-    ExportPrompt,
     OpenModelPrompt,
     ReplaceTrainedHeadQuestion,
-    SaveRunPrompt,
     StopTrainingQuestion,
 )
 from headswap_gui.gui.run_controller import RunController
@@ -146,7 +144,6 @@ class MainWindow(QMainWindow):
         self.last_error: str | None = None
         self.demo_data_dir: str | None = None  # None: core's default folder in the user data dir
         self._image_viewer: ImageViewer | None = None  # made on the first double-clicked image
-        self.last_export: Any = None
         self.data_panel: Any = None
         self.training_panel: Any = None
         self.plots_view: Any = None
@@ -156,6 +153,7 @@ class MainWindow(QMainWindow):
         self.loads = LoadController(self)
         self.training = TrainingController(self, self._runs_root)
         self.runs = RunController(self)  # reopening, resuming and comparing saved runs
+        self.exports = ExportController(self)  # run copies and TorchScript / ONNX files
         self._drop_router = DropRouter(self)
 
         self._build_actions()
@@ -997,94 +995,23 @@ class MainWindow(QMainWindow):
 
     def save_run_as(self, target: str | None = None) -> str | None:
         """Copy the last run folder to ``target`` (asked for when not given)."""
-        source = self.state.run_dir
-        if not source or not Path(source).is_dir():
-            self.show_error(self.tr("No run to save"), self.tr("Train a model first; each run is saved in its own folder."))
-            return None
-        if target is None:
-            target = SaveRunPrompt.ask(self, str(Path.home() / Path(source).name))
-        if not target:
-            return None
-        from headswap_gui.core.errors import HeadswapError
-        from headswap_gui.core.run_store import copy_run
-
-        try:
-            copy_run(source, target)  # the committed epoch only: no lock or temp files
-        except HeadswapError as error:
-            self.show_error(self.tr("Could not save the run"), explain(error))
-            return None
-        self.statusBar().showMessage(self.tr("Run saved to {path}; open it as a model to continue.").format(path=target), 10000)
-        return target
+        return self.exports.save_run_as(target)
 
     @Slot()
     def _on_export_action_triggered(self) -> None:
-        loaded = self.controller.loaded
-        if loaded is None or self.is_model_busy():
-            return
         self.export_model(None)
 
     def export_model(self, answer: tuple[str, str] | None) -> bool:
-        """Export the model as ``(format, path)`` (asked for when ``None``) on a worker thread;
-        the parity check runs on validation images of the last evaluation when there are any."""
-        loaded = self.controller.loaded
-        if loaded is None or self.is_model_busy():
-            return False
-        if answer is None:
-            run = Path(self.state.run_dir).name if self.state.run_dir else ""
-            name = run or Path(loaded.source.replace(":", "_")).name
-            answer = ExportPrompt.ask(self, str(Path.home() / f"{name}.onnx"))
-        if answer is None:
-            return False
-        fmt, path = answer
-        evaluation = self.state.evaluation
-        images = list(evaluation.paths[:8]) if evaluation is not None else []
-        runner = self.jobs.start("export", export_events(loaded, fmt, path, images), lease_as="export", stop_grace_s=0.0)
-        runner.eventEmitted.connect(self._on_export_runner_eventEmitted)
-        runner.failed.connect(self._on_export_runner_failed)
+        """Export the model as ``(format, path)`` (asked for when ``None``); see
+        :class:`ExportController`."""
+        started = self.exports.export(answer)
         self._update_actions()
-        return True
+        return started
 
-    @Slot(object)
-    def _on_export_runner_eventEmitted(self, event: object) -> None:
-        if isinstance(event, LoadStage):
-            self.statusBar().showMessage(event.text)
-        elif isinstance(event, JobDone):
-            report = event.value
-            describe = getattr(report, "describe", None)
-            text = describe() if callable(describe) else str(report)
-            self.last_export = report
-            self.statusBar().showMessage(self.tr("Exported: {text}").format(text=text), 20000)
-            if not self._closing:
-                self._show_export_done(report)
-
-    def _show_export_done(self, report: Any) -> None:
-        """Say where the export went and how closely it matches PyTorch, with a way to the
-        folder: a status-bar line alone is gone before a user looks for the file."""
-        path = Path(report.path)
-        size = path.stat().st_size if path.is_file() else 0
-        match = (
-            self.tr("It gives the same class scores as PyTorch on {n} {source} (largest difference {d:.1e}).")
-            if report.max_abs_logit_difference < 1e-3
-            else self.tr("Its class scores differ from PyTorch's by up to {d:.1e} on {n} {source}: "
-                         "check it before relying on it.")
-        ).format(n=report.samples, source=report.sample_source, d=report.max_abs_logit_difference)
-        box = QMessageBox(
-            QMessageBox.Icon.Information, self.tr("Export finished"),
-            self.tr("Wrote the {fmt} model ({size}) to\n{path}\n\n{match}").format(
-                fmt=report.format, size=_file_size(size), path=str(path), match=match
-            ),
-            QMessageBox.StandardButton.Ok, self,
-        )
-        box.setObjectName("exportDoneBox")
-        reveal = box.addButton(self.tr("Show in folder"), QMessageBox.ButtonRole.ActionRole)
-        reveal.clicked.connect(lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(path.parent))))
-        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        box.open()
-
-    @Slot(str)
-    def _on_export_runner_failed(self, message: str) -> None:
-        if not self._closing:
-            self.show_error(self.tr("Export failed"), message)
+    @property
+    def last_export(self) -> Any:
+        """The report of the last finished export (None before one)."""
+        return self.exports.last_export
 
     def _update_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -1285,12 +1212,6 @@ def _scrollable(widget: QWidget) -> QWidget:
     area.setFrameShape(QFrame.Shape.NoFrame)
     area.setWidget(widget)
     return area
-
-
-def _file_size(n: int) -> str:
-    if n >= 1 << 20:
-        return f"{n / (1 << 20):.1f} MB"
-    return f"{max(1, round(n / 1024))} KB"
 
 
 def _short_count(n: int) -> str:
