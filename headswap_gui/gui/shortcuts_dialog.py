@@ -34,14 +34,15 @@ WIDGET_KEYS: tuple[tuple[str, str], ...] = (
 
 def shortcut_rows(actions: Iterable[QAction]) -> list[tuple[str, str]]:
     """(what it does, keys) for each action with a shortcut, in the order given; the keys in
-    the platform's own notation (⌘ on macOS), alternatives joined by " or "."""
+    the platform's own notation (⌘ on macOS), the first two alternatives joined by " or " (the
+    platform adds rarer ones, such as a keyboard's own Redo key)."""
     rows: list[tuple[str, str]] = []
     for action in actions:
         keys = [k.toString(QKeySequence.SequenceFormat.NativeText) for k in action.shortcuts() if not k.isEmpty()]
         if not keys:
             continue
         text = action.text().replace("&&", "\0").replace("&", "").replace("\0", "&").rstrip("…").strip()
-        rows.append((text, " or ".join(keys)))
+        rows.append((text, " or ".join(keys[:2])))
     return rows
 
 
@@ -74,7 +75,7 @@ class ShortcutsDialog(QDialog):
         layout.addWidget(self.table)
         layout.addWidget(buttons)
         height = self.table.horizontalHeader().height() + sum(self.table.rowHeight(r) for r in range(len(rows)))
-        self.resize(520, min(640, height + 90))
+        self.resize(640, min(700, height + 90))
 
     def rows(self) -> list[tuple[str, str]]:
         return [(self.table.item(r, 0).text(), self.table.item(r, 1).text()) for r in range(self.table.rowCount())]
