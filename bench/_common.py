@@ -12,9 +12,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from anywhere without installing the package
@@ -184,7 +185,7 @@ def warm_imports() -> None:
     import torch  # noqa: F401
     import torchvision  # noqa: F401
 
-    import headswap_gui.core.sources  # noqa: F401
+    import headswap_gui.core.sources
     import headswap_gui.core.training  # noqa: F401
 
 

@@ -47,7 +47,7 @@ from typing import Any
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import _common  # noqa: E402
+import _common
 
 PROBE_MS = 10
 TARGET_P99_MS = 50.0

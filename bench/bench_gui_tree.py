@@ -44,7 +44,7 @@ from typing import Any
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-import _common  # noqa: E402
+import _common
 
 SOURCES = ("torchvision:vit_h_14", "torchvision:regnet_y_128gf")
 TARGET_S = 1.0

@@ -30,12 +30,12 @@ from typing import Any
 PER_MODEL_TIMEOUT_S = 300
 
 
-class _Timeout(Exception):
+class _TimeoutError(Exception):
     pass
 
 
 def _alarm(_signum: int, _frame: Any) -> None:
-    raise _Timeout()
+    raise _TimeoutError()
 
 
 def check(name: str) -> dict[str, Any]:
@@ -93,7 +93,7 @@ def check(name: str) -> dict[str, Any]:
                 row["ok"] = tuple(output.shape) == (2, 5) and not row["trunk_heads"]
                 if not row["ok"]:
                     row["reason"] = f"after attaching a 5-class head the output is {tuple(output.shape)}"
-    except _Timeout:
+    except _TimeoutError:
         row["reason"] = f"timed out after {PER_MODEL_TIMEOUT_S} s"
     except Exception as error:  # noqa: BLE001 - every failure is a row of the report
         row["reason"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"

@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     from headswap_gui.gui.qt_env import prepare_qt_environment
 
     prepare_qt_environment()
-    from PySide6.QtCore import QCoreApplication, QEventLoop, QPoint, QSettings, QTimer
+    from PySide6.QtCore import QCoreApplication, QEventLoop, QPoint, QSettings, QTimer, SignalInstance
     from PySide6.QtGui import QColor, QPainter
-    from PySide6.QtWidgets import QApplication
+    from PySide6.QtWidgets import QApplication, QWidget
 
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(work / "settings"))
     QSettings.setDefaultFormat(QSettings.Format.IniFormat)
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from headswap_gui.gui.main_window import DEMO_TRAIN_SETTINGS, MainWindow
 
-    def wait_for(signal, what: str) -> tuple:
+    def wait_for(signal: SignalInstance, what: str) -> tuple:
         loop = QEventLoop()
         received: list[tuple] = []
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         QTimer.singleShot(ms, loop.quit)
         loop.exec()
 
-    def save(widget, name: str) -> None:
+    def save(widget: QWidget, name: str) -> None:
         settle()
         path = out / name
         widget.grab().save(str(path))
