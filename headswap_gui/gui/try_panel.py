@@ -6,6 +6,11 @@ while the rest are computed. Each image is listed with its thumbnail beside its 
 as probability bars. A file that cannot be read gets its own error row; the others go on.
 A top class below core's "not sure" threshold is shown as a guess, not as the answer, and the
 list can be saved as the same CSV that ``headswap predict --csv`` writes.
+
+The Heatmap toggle draws, over each thumbnail, where the model looks for the row's top class
+(or for a class picked beside the toggle): ``core.explain``'s Grad-CAM, computed on its own
+worker thread under the same model lease as predictions, one small batch of thumbnails at a
+time. The maps are kept at thumbnail size, so the opacity slider re-blends them at once.
 """
 
 from __future__ import annotations
@@ -13,9 +18,13 @@ from __future__ import annotations
 import html
 import os
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+import numpy as np
+from PIL import Image
 from PySide6.QtCore import (
     QAbstractListModel,
     QCoreApplication,
@@ -37,6 +46,7 @@ from PySide6.QtGui import (
     QDropEvent,
     QFont,
     QFontMetrics,
+    QImage,
     QPainter,
     QPalette,
     QPen,
@@ -44,12 +54,15 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
+    QComboBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
     QListView,
     QProgressBar,
     QPushButton,
+    QSlider,
     QSpinBox,
     QStackedWidget,
     QStyle,
@@ -60,13 +73,14 @@ from PySide6.QtWidgets import (
 )
 
 from headswap_gui.core.errors import HeadswapError
+from headswap_gui.core.explain import explain_image, find_cam_layers, read_image, render_overlay
 from headswap_gui.core.images import IMAGE_EXTENSIONS, is_image_file
 from headswap_gui.core.predict import Prediction, predict_images, write_predictions_csv
 from headswap_gui.gui.jobs import ModelLease, leased
-from headswap_gui.gui.thumbnails import Thumbnail, ThumbnailLoader, fit_pixmap, placeholder_pixmap
+from headswap_gui.gui.thumbnails import Thumbnail, ThumbnailLoader, fit_pixmap, pil_to_qimage, placeholder_pixmap
 from headswap_gui.gui.worker import GeneratorRunner
 
-__all__ = ["TryPanel", "prediction_events"]
+__all__ = ["HeatmapThumbnail", "TryPanel", "heatmap_events", "prediction_events"]
 
 _THUMB = 96
 _CHUNK = 8
@@ -90,6 +104,62 @@ def prediction_events(
         ]
 
 
+@dataclass(frozen=True, eq=False)
+class HeatmapThumbnail:
+    """One row's heatmap at thumbnail size: the thumbnail, the map over it (float, 0..1, same
+    size) and the model's view in its pixels; or ``error`` for an image that could not be
+    explained, or ``problem`` (no path) when the model cannot be explained at all."""
+
+    path: str
+    image: Image.Image | None = None
+    heat: np.ndarray | None = None
+    crop_box: tuple[float, float, float, float] | None = None
+    label: str = ""
+    probability: float = 0.0
+    error: str | None = None
+    problem: str | None = None
+
+
+_HEAT_BATCH_S = 0.1  # at most ~10 batches a second reach the GUI thread
+
+
+def heatmap_events(
+    loaded: Any, paths: Sequence[str], target: str | None, size: int, stop: threading.Event
+) -> Iterator[list[HeatmapThumbnail]]:
+    """Explain ``paths`` for class ``target`` (None: each image's predicted class); yield
+    thumbnails with their maps in time-throttled batches. A model without a spatial layer
+    yields one ``problem`` item; an unreadable file only costs its own row."""
+    try:
+        layers = find_cam_layers(loaded.model, loaded.preprocessing.input_size)
+    except HeadswapError as error:
+        yield [HeatmapThumbnail("", problem=str(error))]
+        return
+    batch: list[HeatmapThumbnail] = []
+    last = time.monotonic()
+    for path in paths:
+        if stop.is_set():
+            return
+        try:
+            image = read_image(path)
+            explanation = explain_image(loaded, image, target, layers=layers)
+        except HeadswapError as error:
+            batch.append(HeatmapThumbnail(path, error=str(error)))
+        else:
+            thumb = image.copy()
+            thumb.thumbnail((size, size))
+            scale_x, scale_y = thumb.width / image.width, thumb.height / image.height
+            heat = np.asarray(Image.fromarray(explanation.heatmap).resize(thumb.size, Image.Resampling.BILINEAR))
+            left, top, right, bottom = explanation.crop_box
+            box = (left * scale_x, top * scale_y, right * scale_x, bottom * scale_y)
+            batch.append(HeatmapThumbnail(path, thumb, heat, box, explanation.label, explanation.probability))
+        now = time.monotonic()
+        if now - last >= _HEAT_BATCH_S:
+            yield batch
+            batch, last = [], now
+    if batch:
+        yield batch
+
+
 def _not_sure_text(prediction: Prediction) -> str | None:
     """"Not sure — maybe cat (41%)" when the top class is below core's threshold, else None:
     softmax always names a class, and a new user reads a bare top label as the answer."""
@@ -110,6 +180,9 @@ class _PredictionListModel(QAbstractListModel):
         self._rows: dict[str, tuple[Prediction | None, str | None]] = {}
         self._pixmaps: dict[str, QPixmap] = {}
         self._thumbs: dict[str, Thumbnail] = {}
+        self._overlays: dict[str, tuple[QImage, str]] = {}  # path -> (thumbnail with its heatmap, class)
+        self._overlay_pixmaps: dict[str, QPixmap] = {}
+        self._show_overlays = False
 
     def paths(self) -> list[str]:
         return list(self._paths)
@@ -128,6 +201,7 @@ class _PredictionListModel(QAbstractListModel):
     def clear(self) -> None:
         self.beginResetModel()
         self._paths, self._rows, self._pixmaps, self._thumbs = [], {}, {}, {}
+        self._overlays, self._overlay_pixmaps = {}, {}
         self.endResetModel()
 
     def forget_predictions(self) -> None:
@@ -151,6 +225,35 @@ class _PredictionListModel(QAbstractListModel):
                 self._pixmaps.pop(item.path, None)
                 changed.append(self._paths.index(item.path))
         self._changed(changed)
+
+    def set_overlays(self, overlays: dict[str, tuple[QImage, str]]) -> None:
+        changed = []
+        for path, overlay in overlays.items():
+            if path in self._rows:
+                self._overlays[path] = overlay
+                self._overlay_pixmaps.pop(path, None)
+                changed.append(self._paths.index(path))
+        if self._show_overlays:
+            self._changed(changed)
+
+    def clear_overlays(self) -> None:
+        self._overlays, self._overlay_pixmaps = {}, {}
+        self._changed(range(len(self._paths)))
+
+    def set_show_overlays(self, show: bool) -> None:
+        if show != self._show_overlays:
+            self._show_overlays = show
+            self._changed(range(len(self._paths)))
+
+    def overlay_count(self) -> int:
+        return len(self._overlays)
+
+    def has_overlay(self, path: str) -> bool:
+        return path in self._overlays
+
+    def overlay_label(self, path: str) -> str | None:
+        overlay = self._overlays.get(path)
+        return overlay[1] if overlay is not None else None
 
     def prediction_count(self) -> int:
         return sum(1 for prediction, _ in self._rows.values() if prediction is not None)
@@ -178,6 +281,7 @@ class _PredictionListModel(QAbstractListModel):
 
     def palette_changed(self) -> None:
         self._pixmaps.clear()
+        self._overlay_pixmaps.clear()
         self._changed(range(len(self._paths)))
 
     def _changed(self, rows: Iterable[int]) -> None:
@@ -202,6 +306,11 @@ class _PredictionListModel(QAbstractListModel):
         if role == Qt.ItemDataRole.DisplayRole:
             parent = Path(path).parent.name
             return f"{parent}/{Path(path).name}" if parent else Path(path).name
+        if role == Qt.ItemDataRole.DecorationRole and self._show_overlays and path in self._overlays:
+            pixmap = self._overlay_pixmaps.get(path)
+            if pixmap is None:
+                pixmap = self._overlay_pixmaps[path] = fit_pixmap(self._overlays[path][0], _THUMB)
+            return pixmap
         if role == Qt.ItemDataRole.DecorationRole:
             pixmap = self._pixmaps.get(path)
             if pixmap is None:
@@ -220,7 +329,11 @@ class _PredictionListModel(QAbstractListModel):
                 return path
             top = "; ".join(f"{label} {p:.1%}" for label, p in zip(prediction.labels, prediction.probabilities))
             doubt = _not_sure_text(prediction)
-            return f"{path}\n{doubt}\n{top}" if doubt else f"{path}\n{top}"
+            text = f"{path}\n{doubt}\n{top}" if doubt else f"{path}\n{top}"
+            if self._show_overlays and path in self._overlays:
+                text += "\n" + QCoreApplication.translate("TryPanel", "Heatmap: where the model sees {label}").format(
+                    label=self._overlays[path][1])
+            return text
         return None
 
 
@@ -362,6 +475,7 @@ class TryPanel(QWidget):
     """
 
     predictionsReady = Signal()
+    heatmapsReady = Signal()  # every listed image has its heatmap (or the reason it has none)
     imageActivated = Signal(str)  # a double-click or Enter on a row: show the image large
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -370,10 +484,15 @@ class TryPanel(QWidget):
         self.setAccessibleName(self.tr("Try the model on images"))
         self.setAcceptDrops(True)
         self._loaded: Any = None
+        self._structure_only = False
         self._head_is_new = False  # the head was swapped in here and not trained since
         self._runner: GeneratorRunner | None = None
         self.model_lease: ModelLease | None = None  # the window's: predictions wait their turn on the model
         self._pending: list[str] = []
+        self._heat_runner: GeneratorRunner | None = None
+        self._heat_pending: list[str] = []
+        self._heat_data: dict[str, HeatmapThumbnail] = {}  # at thumbnail size, re-blended on opacity changes
+        self._heat_problem: str | None = None  # why this model has no heatmaps at all
         self._drag_active = False
 
         self._model = _PredictionListModel(self)
@@ -425,6 +544,48 @@ class TryPanel(QWidget):
         self._saved.linkActivated.connect(self._on_saved_linkActivated)
         self._saved.hide()
 
+        self._heat_toggle = QCheckBox(self.tr("Heatmap"), self)
+        self._heat_toggle.setObjectName("heatmapCheckBox")
+        self._heat_toggle.setAccessibleName(self.tr("Show where the model looks (heatmap over each image)"))
+        self._heat_toggle.setToolTip(
+            self.tr("Colour each thumbnail by how much each part of the image speaks for the class (Grad-CAM): "
+                    "red most, blue least")
+        )
+        self._heat_toggle.toggled.connect(self._on_heat_toggle_toggled)
+        self._heat_class_label = QLabel(self.tr("for:"), self)
+        self._heat_class = QComboBox(self)
+        self._heat_class.setObjectName("heatmapClassComboBox")
+        self._heat_class.setAccessibleName(self.tr("Class the heatmap is drawn for"))
+        self._heat_class.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self._heat_class.setMaximumWidth(260)
+        self._heat_class_label.setBuddy(self._heat_class)
+        self._fill_heat_classes()
+        self._heat_class.currentIndexChanged.connect(self._on_heat_class_currentIndexChanged)
+        self._heat_opacity_label = QLabel(self.tr("opacity:"), self)
+        self._heat_opacity = QSlider(Qt.Orientation.Horizontal, self)
+        self._heat_opacity.setObjectName("heatmapOpacitySlider")
+        self._heat_opacity.setAccessibleName(self.tr("Heatmap opacity"))
+        self._heat_opacity.setRange(0, 100)
+        self._heat_opacity.setValue(50)
+        self._heat_opacity.setPageStep(10)
+        self._heat_opacity.setTracking(False)  # re-blend on release, not on every pixel of a drag
+        self._heat_opacity.setMaximumWidth(160)
+        self._heat_opacity_label.setBuddy(self._heat_opacity)
+        self._heat_opacity.valueChanged.connect(self._on_heat_opacity_valueChanged)
+        self._heat_note = QLabel(self)
+        self._heat_note.setObjectName("heatmapNoteLabel")
+        self._heat_note.setWordWrap(True)
+        self._heat_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self._update_heat_controls()
+
+        heat_row = QHBoxLayout()
+        heat_row.addWidget(self._heat_toggle)
+        heat_row.addWidget(self._heat_class_label)
+        heat_row.addWidget(self._heat_class)
+        heat_row.addWidget(self._heat_opacity_label)
+        heat_row.addWidget(self._heat_opacity)
+        heat_row.addWidget(self._heat_note, 1)
+
         top = QHBoxLayout()
         top.addWidget(self._add_button)
         top.addWidget(self._clear_button)
@@ -466,6 +627,7 @@ class TryPanel(QWidget):
         layout.setContentsMargins(8, 8, 8, 8)
         layout.setSpacing(6)
         layout.addLayout(top)
+        layout.addLayout(heat_row)
         layout.addWidget(self._saved)
         layout.addWidget(self._stack, 1)
 
@@ -477,7 +639,9 @@ class TryPanel(QWidget):
         Listed images are predicted again with the new model.
         """
         self._loaded = loaded
+        self._structure_only = bool(getattr(loaded, "structure_only", False))
         self._restart_all()
+        self._reset_heatmaps(rebuild_classes=True)
         self._update_status()
 
     def set_head_is_new(self, new: bool) -> None:
@@ -486,7 +650,9 @@ class TryPanel(QWidget):
         self._update_status()
 
     def has_model(self) -> bool:
-        return self._loaded is not None and not getattr(self._loaded, "structure_only", False)
+        # Read once in set_model, not from the live model: a worker's traced pass (finding the
+        # heatmap layer) swaps meta tensors into it for a moment, and this runs on every paint.
+        return self._loaded is not None and not self._structure_only
 
     def add_images(self, paths: Iterable[str | os.PathLike[str]]) -> None:
         """List image files (folders add the images directly inside them) and predict them."""
@@ -498,6 +664,9 @@ class TryPanel(QWidget):
         self._thumbnails.load(new)
         self._pending.extend(new)
         self._start_next()
+        if self.heatmap_enabled():
+            self._heat_pending.extend(new)
+            self._start_heatmaps()
         self._update_status()
 
     def choose_images(self) -> None:
@@ -552,6 +721,8 @@ class TryPanel(QWidget):
     def clear(self) -> None:
         self._cancel()
         self._pending = []
+        self._cancel_heatmaps()
+        self._heat_data = {}
         self._saved.hide()
         self._model.clear()
         self._stack.setCurrentIndex(0)
@@ -589,16 +760,150 @@ class TryPanel(QWidget):
         self._top_k.setValue(k)
 
     def is_busy(self) -> bool:
-        return (self._runner is not None and self._runner.is_running()) or self._thumbnails.is_busy()
+        return (
+            (self._runner is not None and self._runner.is_running())
+            or (self._heat_runner is not None and self._heat_runner.is_running())
+            or self._thumbnails.is_busy()
+        )
 
     def shutdown(self, timeout_ms: int = 5000) -> bool:
         self._pending = []
+        self._heat_pending = []
         self._thumbnails.cancel()
         ok = True
-        if self._runner is not None:
-            self._runner.request_stop()
-            ok = self._runner.wait(timeout_ms)
+        for runner in (self._runner, self._heat_runner):
+            if runner is not None:
+                runner.request_stop()
+        for runner in (self._runner, self._heat_runner):
+            if runner is not None:
+                ok = runner.wait(timeout_ms) and ok
         return self._thumbnails.close(timeout_ms) and ok
+
+    # -- heatmaps ---------------------------------------------------------------------------
+
+    def heatmap_enabled(self) -> bool:
+        return self._heat_toggle.isChecked()
+
+    def set_heatmap_enabled(self, enabled: bool) -> None:
+        self._heat_toggle.setChecked(enabled)
+
+    def heatmap_class(self) -> str | None:
+        """The class heatmaps are drawn for; None: each image's predicted class."""
+        return self._heat_class.currentData()
+
+    def set_heatmap_class(self, name: str | None) -> None:
+        index = self._heat_class.findData(name) if name is not None else 0
+        if index < 0:
+            raise ValueError(f"{name!r} is not one of the model's classes")
+        self._heat_class.setCurrentIndex(index)
+
+    def heatmap_opacity(self) -> float:
+        return self._heat_opacity.value() / 100.0
+
+    def set_heatmap_opacity(self, opacity: float) -> None:
+        self._heat_opacity.setValue(round(min(max(opacity, 0.0), 1.0) * 100))
+
+    def heatmap_count(self) -> int:
+        """Images whose thumbnail has its heatmap."""
+        return self._model.overlay_count()
+
+    def heatmap_label(self, path: str | os.PathLike[str]) -> str | None:
+        """The class the heatmap of ``path`` is drawn for (None: no heatmap)."""
+        return self._model.overlay_label(os.fspath(path))
+
+    def heatmap_error(self, path: str | os.PathLike[str]) -> str | None:
+        item = self._heat_data.get(os.fspath(path))
+        return item.error if item is not None else None
+
+    def heatmap_problem(self) -> str | None:
+        """Why the current model has no heatmaps at all (e.g. no spatial layer), or None."""
+        return self._heat_problem
+
+    def thumbnail_image(self, path: str | os.PathLike[str]) -> QImage | None:
+        """What the row of ``path`` shows as its thumbnail now (for tests and screenshots)."""
+        for row, listed in enumerate(self._model.paths()):
+            if listed == os.fspath(path):
+                pixmap = self._model.index(row).data(Qt.ItemDataRole.DecorationRole)
+                return pixmap.toImage() if isinstance(pixmap, QPixmap) else None
+        return None
+
+    def _fill_heat_classes(self) -> None:
+        current = self._heat_class.currentData() if self._heat_class.count() else None
+        self._heat_class.blockSignals(True)
+        self._heat_class.clear()
+        self._heat_class.addItem(self.tr("predicted class"), None)
+        for name in getattr(self._loaded, "class_names", None) or ():
+            self._heat_class.addItem(str(name), str(name))
+        index = self._heat_class.findData(current) if current is not None else 0
+        self._heat_class.setCurrentIndex(max(index, 0))
+        self._heat_class.blockSignals(False)
+
+    def _update_heat_controls(self) -> None:
+        on = self.heatmap_enabled()
+        for widget in (self._heat_class_label, self._heat_class, self._heat_opacity_label, self._heat_opacity):
+            widget.setEnabled(on)
+        if not on:
+            text = ""
+        elif self._heat_problem:
+            text = self.tr("No heatmaps for this model: {reason}").format(reason=self._heat_problem)
+        elif not self.has_model():
+            text = self.tr("Load a model to see heatmaps")
+        elif self._heat_runner is not None and self._heat_runner.is_running():
+            text = self.tr("Computing heatmaps…")
+        else:
+            text = ""
+        self._heat_note.setText(text)
+
+    def _reset_heatmaps(self, *, rebuild_classes: bool = False) -> None:
+        """Forget every heatmap (another model or class) and compute them again if shown."""
+        self._cancel_heatmaps()
+        self._heat_data = {}
+        self._heat_problem = None
+        self._model.clear_overlays()
+        if rebuild_classes:
+            self._fill_heat_classes()
+        if self.heatmap_enabled():
+            self._heat_pending = self._model.paths()
+            self._start_heatmaps()
+        self._update_heat_controls()
+
+    def _cancel_heatmaps(self) -> None:
+        self._heat_pending = []
+        if self._heat_runner is not None:
+            self._heat_runner.request_stop()  # its late results are ignored (sender check)
+
+    def _start_heatmaps(self) -> None:
+        if not self.has_model() or not self._heat_pending or not self.heatmap_enabled() or self._heat_problem:
+            self._heat_pending = [] if self._heat_problem else self._heat_pending
+            self._update_heat_controls()
+            return
+        if self._heat_runner is not None and self._heat_runner.is_running():
+            return  # picked up when the current job finishes
+        if (self._runner is not None and self._runner.is_running()) or self._pending:
+            return  # predictions first; the heatmaps start when they are done
+        paths, self._heat_pending = self._heat_pending, []
+        loaded, target, size = self._loaded, self.heatmap_class(), self._thumbnails.size()
+        factory: Callable[[threading.Event], Iterator[Any]] = lambda stop: heatmap_events(  # noqa: E731
+            loaded, paths, target, size, stop
+        )
+        if self.model_lease is not None:
+            factory = leased(self.model_lease, "explain", factory)
+        runner = GeneratorRunner(factory, stop_grace_s=0.0)
+        runner.eventEmitted.connect(self._on_heat_runner_eventEmitted)
+        runner.failed.connect(self._on_heat_runner_failed)
+        runner.finished.connect(self._on_heat_runner_finished)
+        self._heat_runner = runner
+        runner.start()
+        self._update_heat_controls()
+
+    def _render_overlays(self, items: Iterable[HeatmapThumbnail]) -> None:
+        opacity = self.heatmap_opacity()
+        overlays = {
+            item.path: (pil_to_qimage(render_overlay(item.image, item.heat, opacity, item.crop_box)), item.label)
+            for item in items
+            if item.image is not None and item.heat is not None
+        }
+        self._model.set_overlays(overlays)
 
     # -- jobs -------------------------------------------------------------------------------
 
@@ -619,6 +924,8 @@ class TryPanel(QWidget):
             return
         if self._runner is not None and self._runner.is_running():
             return  # picked up when the current job finishes
+        if self._heat_runner is not None and self._heat_runner.is_running():
+            return  # one job on the model at a time, even without the window's lease: after the heatmaps
         paths, self._pending = self._pending, []
         loaded, k = self._loaded, self._top_k.value()
         factory: Callable[[threading.Event], Iterator[Any]] = lambda stop: prediction_events(loaded, paths, k, stop)  # noqa: E731
@@ -686,6 +993,63 @@ class TryPanel(QWidget):
         self._busy.hide()
         self._update_status()
         self.predictionsReady.emit()
+        self._start_heatmaps()  # they waited for the predictions
+
+    @Slot(object)
+    def _on_heat_runner_eventEmitted(self, items: object) -> None:
+        runner = self.sender()
+        if runner is not self._heat_runner or (isinstance(runner, GeneratorRunner) and runner.stop_requested()):
+            return
+        rows = []
+        for item in items:  # type: ignore[attr-defined]
+            if item.problem is not None:
+                self._heat_problem = item.problem
+                self._heat_pending = []
+                continue
+            self._heat_data[item.path] = item
+            rows.append(item)
+        self._render_overlays(rows)
+        self._update_heat_controls()
+
+    @Slot(str)
+    def _on_heat_runner_failed(self, message: str) -> None:
+        if self.sender() is not self._heat_runner:
+            return
+        self._heat_problem = message
+        self._heat_pending = []
+
+    @Slot()
+    def _on_heat_runner_finished(self) -> None:
+        if self.sender() is not self._heat_runner:
+            return
+        self._heat_runner = None
+        if self._pending and self.has_model():
+            self._start_next()  # predictions asked for meanwhile go first; the heatmaps follow them
+            return
+        if self._heat_pending and self.has_model() and self.heatmap_enabled():
+            self._start_heatmaps()
+            return
+        self._update_heat_controls()
+        if self.heatmap_enabled():
+            self.heatmapsReady.emit()
+
+    @Slot(bool)
+    def _on_heat_toggle_toggled(self, checked: bool) -> None:
+        self._model.set_show_overlays(checked)
+        if checked:
+            self._heat_pending = [path for path in self._model.paths() if path not in self._heat_data]
+            self._start_heatmaps()
+        else:
+            self._cancel_heatmaps()
+        self._update_heat_controls()
+
+    @Slot(int)
+    def _on_heat_class_currentIndexChanged(self, _index: int) -> None:
+        self._reset_heatmaps()
+
+    @Slot(int)
+    def _on_heat_opacity_valueChanged(self, _value: int) -> None:
+        self._render_overlays(self._heat_data.values())
 
     @Slot(object)
     def _on_thumbnails_thumbnailsReady(self, items: object) -> None:

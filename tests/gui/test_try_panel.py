@@ -1,5 +1,5 @@
 """TryPanel: predictions off the GUI thread with a tiny real model, errors per image, drops,
-"not sure" shown as a guess, and the list saved as CSV."""
+"not sure" shown as a guess, the list saved as CSV, and heatmaps over the thumbnails."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QColor, QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication, QLabel, QListView
+from PySide6.QtWidgets import QApplication, QCheckBox, QComboBox, QLabel, QListView, QSlider
 from torch import nn
 
 from headswap_gui.core.preprocessing import Preprocessing
@@ -145,7 +145,7 @@ def test_add_button_uses_the_dialog(qtbot, panel, tiny_model, images, monkeypatc
 
 def test_interactive_widgets_are_named(panel) -> None:
     for name in ("addImagesButton", "clearImagesButton", "savePredictionsButton", "csvSavedLabel", "topKSpinBox",
-                 "predictionList"):
+                 "predictionList", "heatmapCheckBox", "heatmapClassComboBox", "heatmapOpacitySlider"):
         widget = panel.findChild(object, name)
         assert widget is not None and widget.accessibleName(), name
 
@@ -221,3 +221,126 @@ def test_save_as_csv_writes_the_list_and_says_where(qtbot, panel, colour_model, 
     assert "Could not save the predictions" in note.text() and "is a folder" in note.text()
     panel.clear()
     assert note.isHidden() and not button.isEnabled()
+
+
+# -- heatmaps -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def corner_model() -> LoadedModel:
+    """Hand-set weights: one filter fires on red, so "red" is wherever the red square is."""
+    model = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, -1.0, -1.0], [-1.0, 1.0, 1.0]])[:, :, None, None])
+        model[0].bias.zero_()
+        model[4].weight.copy_(torch.tensor([[4.0, 0.0], [0.0, 4.0]]))
+        model[4].bias.zero_()
+    centred = Preprocessing(input_size=32, resize_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    return LoadedModel(model, "corners", "corners", centred, ("red", "cyan"))
+
+
+@pytest.fixture
+def red_corner(tmp_path) -> list[str]:
+    """Grey images with a red square top left (the second one wider than tall)."""
+    paths = []
+    for i, size in enumerate([(32, 32), (48, 32)]):
+        image = Image.new("RGB", size, (128, 128, 128))
+        image.paste((255, 0, 0), (0, 0, 12, 12))
+        path = tmp_path / f"corner{i}.png"
+        image.save(path)
+        paths.append(str(path))
+    return paths
+
+
+def _red_share(image, left: bool) -> float:
+    """How red (the heatmap's hot end) the left or right half of a thumbnail is, on average."""
+    width, height = image.width(), image.height()
+    xs = range(0, width // 2) if left else range(width // 2, width)
+    values = [QColor(image.pixel(x, y)) for y in range(0, height, 2) for x in xs]
+    return sum(c.red() - c.blue() for c in values) / max(len(values), 1)
+
+
+def test_heatmap_toggle_draws_the_map_over_each_thumbnail(qtbot, panel, corner_model, red_corner) -> None:
+    panel.set_model(corner_model)
+    with qtbot.waitSignal(panel.predictionsReady, timeout=10000):
+        panel.add_images(red_corner)
+    qtbot.waitUntil(lambda: panel.thumbnail_count() == 2, timeout=10000)
+    plain = panel.thumbnail_image(red_corner[0])
+    assert panel.heatmap_count() == 0 and not panel.findChild(QSlider, "heatmapOpacitySlider").isEnabled()
+
+    with qtbot.waitSignal(panel.heatmapsReady, timeout=10000):
+        qtbot.mouseClick(panel.findChild(QCheckBox, "heatmapCheckBox"), Qt.MouseButton.LeftButton)
+    assert panel.heatmap_enabled() and panel.heatmap_count() == 2
+    assert panel.heatmap_label(red_corner[0]) == panel.prediction_for(red_corner[0]).labels[0] == "red"
+    shown = panel.thumbnail_image(red_corner[0])
+    assert shown != plain
+    assert _red_share(shown, left=True) > _red_share(shown, left=False) + 40  # hot where the square is
+    view = panel.findChild(QListView, "predictionList")
+    assert "Heatmap: where the model sees red" in view.model().index(0).data(Qt.ItemDataRole.ToolTipRole)
+
+    panel.set_heatmap_opacity(0.0)  # re-blended at once from the kept maps: no new job
+    assert not panel.is_busy()
+    assert panel.thumbnail_image(red_corner[0]) == plain
+    panel.set_heatmap_opacity(0.8)
+
+    combo = panel.findChild(QComboBox, "heatmapClassComboBox")
+    assert [combo.itemText(i) for i in range(combo.count())] == ["predicted class", "red", "cyan"]
+    with qtbot.waitSignal(panel.heatmapsReady, timeout=10000):
+        panel.set_heatmap_class("cyan")  # the grey background speaks for cyan, the square does not
+    assert panel.heatmap_label(red_corner[0]) == "cyan"
+    shown = panel.thumbnail_image(red_corner[0])
+    assert _red_share(shown, left=False) > _red_share(shown, left=True)
+
+    panel.set_heatmap_enabled(False)
+    assert panel.thumbnail_image(red_corner[0]) == plain
+    _wait_idle(qtbot, panel)
+
+
+def test_heatmaps_follow_new_images_and_models(qtbot, panel, corner_model, tiny_model, red_corner, images,
+                                               tmp_path) -> None:
+    panel.set_heatmap_enabled(True)
+    assert "Load a model" in panel.findChild(QLabel, "heatmapNoteLabel").text()
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    panel.set_model(corner_model)
+    with qtbot.waitSignal(panel.heatmapsReady, timeout=10000):
+        panel.add_images([*red_corner, str(broken)])  # listed while the toggle is on: explained as they come
+    qtbot.waitUntil(lambda: panel.heatmap_count() == 2 and panel.heatmap_error(broken) is not None, timeout=10000)
+    assert "not an image" in panel.heatmap_error(broken)
+
+    with qtbot.waitSignal(panel.heatmapsReady, timeout=10000):
+        panel.set_model(tiny_model)  # another model: every map is computed again, with its classes
+    qtbot.waitUntil(lambda: panel.heatmap_count() == 2, timeout=10000)
+    assert panel.heatmap_label(red_corner[0]) in CLASSES
+    combo = panel.findChild(QComboBox, "heatmapClassComboBox")
+    assert [combo.itemText(i) for i in range(1, combo.count())] == list(CLASSES)
+    _wait_idle(qtbot, panel)
+
+
+def test_a_model_without_a_spatial_layer_says_so(qtbot, panel, red_corner) -> None:
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 2))
+    panel.set_model(LoadedModel(flat, "flat", "flat", Preprocessing(input_size=16, resize_size=16), ("a", "b")))
+    with qtbot.waitSignal(panel.predictionsReady, timeout=10000):
+        panel.add_images(red_corner)
+    with qtbot.waitSignal(panel.heatmapsReady, timeout=10000):
+        panel.set_heatmap_enabled(True)
+    assert panel.heatmap_count() == 0 and "spatial" in panel.heatmap_problem()
+    assert "No heatmaps for this model" in panel.findChild(QLabel, "heatmapNoteLabel").text()
+    assert panel.prediction_count() == 2  # predictions are unaffected
+    _wait_idle(qtbot, panel)
+
+
+def test_heatmaps_take_turns_on_the_model_lease(qtbot, panel, corner_model, red_corner) -> None:
+    from headswap_gui.gui.jobs import ModelLease
+
+    panel.model_lease = ModelLease()
+    panel.set_heatmap_enabled(True)
+    panel.set_model(corner_model)
+    with qtbot.waitSignal(panel.heatmapsReady, timeout=10000):
+        panel.add_images(red_corner)
+    _wait_idle(qtbot, panel)
+    # One job on the model at a time, predictions first (a traced pass swaps meta tensors into the
+    # model for a moment: a prediction running beside it would read them).
+    assert panel.model_lease.history() == [("acquired", "predict"), ("released", "predict"),
+                                           ("acquired", "explain"), ("released", "explain")]
+    assert panel.heatmap_count() == 2 and panel.prediction_count() == 2
