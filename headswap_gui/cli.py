@@ -215,6 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--trust", action="store_true", help=_TRUST_HELP)
     export.set_defaults(handler=_export)
 
+    issues = commands.add_parser("label-issues", help="rank a run's training images by how likely their label is wrong")
+    issues.add_argument("run", help="run folder (or any model source: only its backbone is used)")
+    issues.add_argument("data", help="the run's image folder (one subfolder per class)")
+    issues.add_argument("--top", type=int, metavar="N",
+                        help="show the N most likely issues (default: the ones confident learning flags)")
+    issues.add_argument("--json", action="store_true", help="print one JSON object")
+    issues.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    issues.add_argument("--trust", action="store_true", help=_TRUST_HELP)
+    issues.set_defaults(handler=_label_issues)
+
     demo = commands.add_parser("demo-data", help="write the handwritten digits dataset as image folders")
     demo.add_argument("directory", help="folder to write (one subfolder per digit)")
     demo.set_defaults(handler=_demo_data)
@@ -574,6 +584,75 @@ def _export(args: argparse.Namespace) -> int:
         if lock is not None:
             lock.release()
     print(report.describe())
+    return 0
+
+
+def _label_issues(args: argparse.Namespace) -> int:
+    from .cli_progress import ProgressPrinter
+    from .core.data import printable_path, scan_image_folder
+    from .core.devices import cpu_cores
+    from .core.errors import HeadswapError
+    from .core.label_issues import LabelCheckConfig, LabelCheckFinished, LabelCheckStarted, find_label_issues
+    from .core.sources import load_model
+
+    if args.top is not None and args.top < 1:
+        raise HeadswapError(f"--top is a number of images, 1 or more, not {args.top}")
+    loaded = load_model(args.run, trust=args.trust)
+    dataset = scan_image_folder(args.data)
+    stop = threading.Event()
+    events = find_label_issues(loaded, dataset, LabelCheckConfig(device=args.device, cpu_threads=cpu_cores()), stop=stop)
+    printer = ProgressPrinter(sys.stderr)
+    finished, redrawn = None, False
+    with _stop_on_signals(stop) as signals:
+        for event in events:
+            if isinstance(event, LabelCheckStarted):
+                broken = f" and {event.broken} broken file{'s' if event.broken != 1 else ''}" if event.broken else ""
+                print(f"checking the labels of {event.images:,} training images{broken} in {len(event.class_names)} "
+                      f"classes on {event.device} ({event.folds}-fold)", file=sys.stderr)
+            elif isinstance(event, LabelCheckFinished):
+                finished = event
+            else:
+                printer.show(event)
+                redrawn = sys.stderr.isatty()
+    if redrawn:
+        print(file=sys.stderr)  # end the live progress line
+    if signals:
+        return 128 + signals[0]
+    if finished is None or finished.info is None:
+        raise HeadswapError(finished.message if finished is not None else "the label check ended early")
+    info = finished.info
+    shown = info.top(args.top) if args.top is not None else info.flagged
+    print(finished.message, file=sys.stderr)
+    if args.json:
+        report = {
+            "run": loaded.source,
+            "data": dataset.root,
+            "images": info.images,
+            "folds": info.folds,
+            "out_of_fold_accuracy": info.out_of_fold_accuracy,
+            "flagged": len(info.flagged),
+            "issues": [issue.to_dict() for issue in shown],
+        }
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+        return 0
+    if not shown:
+        print("no likely label issues; --top N lists the N lowest-scoring images anyway", file=sys.stderr)
+        return 0
+    rows = [
+        (
+            printable_path(os.path.join(args.data, os.path.relpath(issue.path, dataset.root))),
+            issue.given_label,
+            issue.suggested_label if issue.kind == "label" else f"(broken: {issue.reason})",
+            f"{issue.score:.3f}",
+        )
+        for issue in shown
+    ]
+    widths = [max(len(row[i]) for row in rows + [("file", "given", "suggested", "score")]) for i in range(3)]
+    print(f"{'file':<{widths[0]}}  {'given':<{widths[1]}}  {'suggested':<{widths[2]}}  score")
+    for file, given, suggested, score in rows:
+        print(f"{file:<{widths[0]}}  {given:<{widths[1]}}  {suggested:<{widths[2]}}  {score}")
+    if args.top is None and len(shown) < len(info.issues):
+        print(f"({len(shown)} flagged of {len(info.issues):,}; --top N lists the N lowest-scoring images)", file=sys.stderr)
     return 0
 
 

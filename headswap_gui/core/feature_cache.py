@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -102,13 +102,16 @@ def extract_features(
     stop: Any = None,
     keep_on: torch.device | None = None,
     max_events_per_second: float = 10.0,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[Progress]:
     """Run the model over ``loader`` in eval mode and collect the head's inputs.
 
     A generator of :class:`Progress` events (throttled, the last one always sent); its
     return value is the :class:`CachedSplit` in loader order, or ``None`` when ``stop`` was
     set. ``keep_on`` is where the features are kept; by default the training device when
-    all of them fit in :data:`DEVICE_CACHE_LIMIT_BYTES`, else the CPU.
+    all of them fit in :data:`DEVICE_CACHE_LIMIT_BYTES`, else the CPU. ``reduce``, when
+    given, maps each batch of head inputs before it is kept (e.g. pooling a 1×1-conv head's
+    feature maps to vectors), so only what the caller needs is held in memory.
     """
     model.eval()
     chunks: list[torch.Tensor] = []
@@ -125,6 +128,8 @@ def extract_features(
             with amp:
                 call_model(model, images)
             features = captured.pop()
+            if reduce is not None:
+                features = reduce(features)
             if keep_on is None:
                 keep_on = cache_location(device, total, int(features[0].numel()))
             chunks.append(features.float().to(keep_on))
