@@ -22,8 +22,7 @@ from typing import Any, Literal
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import v2
+from torchvision.transforms import InterpolationMode, v2
 
 from headswap_gui.core.errors import DataError, FlatImageFolderError, HeadswapError
 from headswap_gui.core.images import ImageTooLargeError, is_image_file, load_image, verify_image

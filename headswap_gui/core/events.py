@@ -8,7 +8,7 @@ plain Python values only (no tensors), so they can cross threads and be stored o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 FinishReason = Literal["completed", "stopped", "early-stopped", "diverged", "failed"]
 
@@ -86,4 +86,4 @@ class RunFinished:
     saved_epochs: int | None = None  # epochs the run folder holds, committed (None: no folder)
 
 
-Event = Union[RunStarted, Progress, Note, StepMetrics, EpochMetrics, RunFinished]
+Event = RunStarted | Progress | Note | StepMetrics | EpochMetrics | RunFinished

@@ -23,9 +23,10 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any, Callable, Iterable, Literal, Mapping
+from typing import Any, Literal
 
 import torch
 from torch import nn

@@ -16,7 +16,6 @@ reported with role ``new``, and replacing it attaches a real head there.
 from __future__ import annotations
 
 import math
-
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
@@ -154,7 +153,7 @@ def detect_heads(model: nn.Module, input_size: int | None = None, head_paths: li
         input_size, eval_trace = found.size, found.trace
     try:
         eval_trace = eval_trace or trace_forward(model, input_size, train=False)
-    except Exception as error:  # noqa: BLE001 - a model that cannot run still has an API head
+    except Exception as error:
         heads = _heads_from_model_api(model)
         if heads:
             return HeadDetection(tuple(heads))
@@ -348,7 +347,7 @@ def _feature_slots(model: nn.Module, trace: TraceResult, *, api_only: bool = Fal
     width = int(shape[1])
     paths = {id(module): path for path, module in model.named_modules()}
     slots: list[str] = []
-    for path, module in model.named_modules():
+    for _path, module in model.named_modules():
         get_classifier = getattr(module, "get_classifier", None)
         if not callable(get_classifier):
             continue

@@ -7,8 +7,8 @@ order ``0..num_classes-1``) so the CLI, the window and the tests compute the sam
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

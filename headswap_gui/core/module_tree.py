@@ -7,8 +7,9 @@ structure is needed), never by parsing ``str(model)``. The window's tree view an
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torch import nn
@@ -61,9 +62,9 @@ class LayerRecord:
 
 
 def build_module_tree(
-    model: "nn.Module",
+    model: nn.Module,
     input_size: int = 224,
-    heads: "list[HeadInfo] | None" = None,
+    heads: list[HeadInfo] | None = None,
     output_shapes: dict[str, tuple[int, ...]] | None = None,
 ) -> LayerRecord:
     """Records for every module of ``model``, with heads flagged.
@@ -90,7 +91,7 @@ def build_module_tree(
             output_shapes = {}
     head_by_path = {head.path: head for head in heads}
 
-    def build(path: str, module: "nn.Module", inside_head: bool) -> LayerRecord:
+    def build(path: str, module: nn.Module, inside_head: bool) -> LayerRecord:
         head = head_by_path.get(path)
         children = tuple(
             build(f"{path}.{name}" if path else name, child, inside_head or head is not None)
@@ -116,7 +117,7 @@ def build_module_tree(
     return build("", model, False)
 
 
-def describe_layer(layer: "nn.Module") -> str:
+def describe_layer(layer: nn.Module) -> str:
     """``layer`` in words a person reads — "Linear 512 → 1000", "Conv2d 3 → 64 (7×7)",
     "LayerNorm 256", "Dropout p=0.2" — for the layer details and the head preview. Sizes are
     plain numbers: a Python repr such as ``(256,)`` or ``(3, 3)`` means nothing to a user."""
@@ -137,7 +138,7 @@ def describe_layer(layer: "nn.Module") -> str:
     return kind
 
 
-def _plain_size(size: "int | tuple[int, ...] | list[int]") -> str:
+def _plain_size(size: int | tuple[int, ...] | list[int]) -> str:
     """``(256,)`` → "256", ``(3, 3)`` → "3×3", ``7`` → "7" (``torch.Size`` is a tuple too)."""
     return "×".join(str(int(d)) for d in size) if isinstance(size, (tuple, list)) else str(size)
 
@@ -172,7 +173,7 @@ class Inspection:
     problem: str | None = None
 
 
-def inspect_model(model: "nn.Module", input_size: int = 224, head_paths: list[str] | None = None) -> Inspection:
+def inspect_model(model: nn.Module, input_size: int = 224, head_paths: list[str] | None = None) -> Inspection:
     """Find the heads and build the layer tree from one dummy forward pass.
 
     A model without a detectable head is still inspected (the tree is worth showing); the

@@ -125,7 +125,7 @@ class RunWriter:
                 _require_space(self.folder, size)
                 write_atomically(self.folder / name, write)
             write_json(self.folder / MANIFEST_FILE, manifest)
-        except Exception as error:  # noqa: BLE001 - OSError, or a writer's own (safetensors) error
+        except Exception as error:
             self.remove_stale_files()  # what this commit wrote is not named by any manifest: free the room
             detail = describe_os_error(error) if isinstance(error, OSError) else str(error)
             raise RunFolderError(

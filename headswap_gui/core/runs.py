@@ -240,7 +240,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
             metadata = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
         state = json.loads(metadata[_STATE_KEY])
-    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+    except Exception as error:
         raise RunFolderError(f"{path} is damaged ({error}); start a new run") from error
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT or not isinstance(state.get("epoch"), int):
         raise RunFolderError(f"{path} is not a headswap resume checkpoint")

@@ -16,17 +16,26 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
 from .construction import build_empty, has_meta_parameters, materialize
-from .input_size import fit_input_size, model_preprocessing
-from .errors import HeadNotFoundError, InputSizeError, NeedsArchitectureError, NeedsTrustError, RunFolderError, SourceError, WeightsNotCachedError
+from .errors import (
+    HeadNotFoundError,
+    InputSizeError,
+    NeedsArchitectureError,
+    NeedsTrustError,
+    RunFolderError,
+    SourceError,
+    WeightsNotCachedError,
+)
 from .heads import ATTACHED_HEAD_PATH, HeadInfo, HeadSpec, find_heads, replace_head
+from .input_size import fit_input_size, model_preprocessing
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from .run_manifest import MANIFEST_FILE, read_manifest, weights_file
 
@@ -408,12 +417,12 @@ def _timm_pretrained(name: str, *, download: bool) -> nn.Module:
     if download:
         try:
             return timm.create_model(name, pretrained=True)
-        except Exception as error:  # noqa: BLE001 - hub errors come in many types
+        except Exception as error:
             raise SourceError(f"could not download the pretrained weights of timm:{name} ({error}); check the network connection") from error
     overlay = _cached_timm_weights(name, cfg)
     try:
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay)
-    except Exception as error:  # noqa: BLE001 - safetensors, torch.load and load_state_dict raise many types
+    except Exception as error:
         raise SourceError(
             f"the cached pretrained weights of timm:{name} ({overlay['file']}) cannot be loaded ({error}); "
             "delete the file and download them again"
@@ -503,7 +512,7 @@ def read_state_dict(path: Path, *, trust: bool = False) -> dict[str, torch.Tenso
 
         try:
             state = load_file(str(path))
-        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+        except Exception as error:
             raise SourceError(f"{path} is not a readable safetensors file ({error})") from error
     else:
         state = _torch_load(path, trust=trust)
@@ -588,7 +597,7 @@ def _check_safetensors_header(path: Path) -> None:
     try:
         with safe_open(str(path), framework="pt") as handle:
             handle.keys()
-    except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+    except Exception as error:
         raise SourceError(f"{path} is not a readable safetensors file ({error}); check that the file is complete") from error
 
 
@@ -709,7 +718,7 @@ def _load_committed_folder(folder: Path, *, trust: bool) -> LoadedModel:
         state = load_file(str(weights_path))
     except FileNotFoundError:
         raise
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         raise SourceError(f"{weights_path} is damaged ({error}); use an earlier checkpoint") from error
     try:
         materialize(loaded.model, state, strict=True)

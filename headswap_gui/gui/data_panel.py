@@ -13,8 +13,8 @@ import math
 import os
 import queue
 import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from headswap_gui.gui.qt_env import prepare_qt_environment
 
@@ -188,15 +188,15 @@ class _ClassStripModel(QAbstractTableModel):
         if self._names:
             self.dataChanged.emit(self.index(0, 0), self.index(self.rowCount() - 1, self.columnCount() - 1))
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802, B008
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802
         return 0 if parent.isValid() else len(self._names)
 
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802, B008
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: N802
         if parent.isValid() or not self._names:
             return 0
         return max(1, max(len(row) for row in self._paths))
 
-    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole):  # noqa: ANN201
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> object:
         if not index.isValid():
             return None
         row, col = index.row(), index.column()
@@ -223,7 +223,7 @@ class _ClassStripModel(QAbstractTableModel):
             return text
         return None
 
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole):  # noqa: ANN201, N802
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> object:  # noqa: N802
         if orientation == Qt.Orientation.Vertical and 0 <= section < len(self._names):
             if role == Qt.ItemDataRole.DisplayRole:
                 return f"{_elide(self._names[section], 16)}\n{self._counts[section]:,} images"
@@ -243,7 +243,7 @@ class _ClassStripModel(QAbstractTableModel):
 class _CountAxis(pg.AxisItem):
     """Whole-number ticks at least ~45 px apart (counts never tick at 2.5)."""
 
-    def tickSpacing(self, minVal: float, maxVal: float, size: float):  # noqa: N802, N803 - Qt API
+    def tickSpacing(self, minVal: float, maxVal: float, size: float) -> list[tuple[float, float]]:  # noqa: N802, N803 - Qt API
         span = maxVal - minVal
         if size <= 0 or span <= 0:
             return super().tickSpacing(minVal, maxVal, size)

@@ -12,7 +12,8 @@ a glance.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from PySide6.QtCore import (
     QAbstractItemModel,
@@ -330,7 +331,7 @@ def _is_frozen(record: LayerRecord) -> bool:
     return record.total_params > 0 and record.trainable_params == 0
 
 
-def _walk(node: _Node):
+def _walk(node: _Node) -> Iterator[_Node]:
     stack = [node]
     while stack:
         current = stack.pop()

@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 from PySide6.QtGui import (
     QAction,
-    QGuiApplication,
     QCloseEvent,
     QDragEnterEvent,
     QDragMoveEvent,
     QDropEvent,
+    QGuiApplication,
     QKeySequence,
     QUndoStack,
 )
@@ -54,10 +55,10 @@ from headswap_gui.gui.drops import (
     model_path,
     training_folder,
 )
-from headswap_gui.gui.job_events import JobDone, LoadStage, demo_data_events, warm_up_events
-from headswap_gui.gui.job_manager import JobManager
 from headswap_gui.gui.export_controller import ExportController
 from headswap_gui.gui.image_viewer import ImageViewer
+from headswap_gui.gui.job_events import JobDone, LoadStage, demo_data_events, warm_up_events
+from headswap_gui.gui.job_manager import JobManager
 from headswap_gui.gui.load_controller import LoadController
 from headswap_gui.gui.messages import explain
 from headswap_gui.gui.model_panel import ModelPanel
@@ -350,7 +351,7 @@ class MainWindow(QMainWindow):
         self.shortcuts_action.triggered.connect(self.show_shortcuts)
         self.model_pane_action.toggled.connect(self.set_model_pane_visible)
         for action in self.page_actions:
-            action.triggered.connect(lambda _checked=False, key=action.data(): self.show_page(key))
+            action.triggered.connect(self._on_page_action_triggered)
         self.undo_stack.canUndoChanged.connect(self._update_actions)
         self.undo_stack.canRedoChanged.connect(self._update_actions)
         self.undo_stack.undoTextChanged.connect(self._update_actions)
@@ -1043,6 +1044,10 @@ class MainWindow(QMainWindow):
             self.open_data_folder(value)
 
     @Slot()
+    @Slot()
+    def _on_page_action_triggered(self) -> None:
+        self.show_page(self.sender().data())
+
     def set_model_pane_visible(self, visible: bool) -> None:
         """Show or fold away the model pane; folded, the pages get the whole width."""
         sizes = self.main_splitter.sizes()

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import (
     QItemSelection,
@@ -59,6 +60,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from headswap_gui.gui.jobs import ModelLease
 from headswap_gui.gui.layer_tree_model import (
     PATH_ROLE,
     RECORD_ROLE,
@@ -67,7 +69,6 @@ from headswap_gui.gui.layer_tree_model import (
     LayerTreeModel,
     change_row_filter,
 )
-from headswap_gui.gui.jobs import ModelLease
 from headswap_gui.gui.worker import GeneratorRunner
 
 if TYPE_CHECKING:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import csv
 import math
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from headswap_gui.gui.qt_env import prepare_qt_environment
 
@@ -137,7 +137,7 @@ class _Columns:
 class _IntegerAxis(pg.AxisItem):
     """An axis for epochs: never ticks at 1.5."""
 
-    def tickSpacing(self, minVal: float, maxVal: float, size: float):  # noqa: N802 - Qt API
+    def tickSpacing(self, minVal: float, maxVal: float, size: float) -> list[tuple[float, float]]:  # noqa: N802, N803 - Qt API
         levels = super().tickSpacing(minVal, maxVal, size)
         whole = [(spacing, offset) for spacing, offset in levels if spacing >= 1.0]
         return whole or [(1.0, 0.0)]

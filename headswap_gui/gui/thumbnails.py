@@ -13,14 +13,18 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, QSize, Qt, Signal, Slot
 from PySide6.QtGui import QColor, QIcon, QImage, QPainter, QPalette, QPixmap
 
 from headswap_gui.core.images import load_image
 from headswap_gui.gui.worker import GeneratorRunner
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = [
     "DEFAULT_THUMBNAIL_SIZE",
@@ -46,7 +50,7 @@ class Thumbnail:
     error: str | None = None
 
 
-def pil_to_qimage(image) -> QImage:
+def pil_to_qimage(image: Image.Image) -> QImage:
     """A deep-copied ``QImage`` (RGB888) of a Pillow image; safe on any thread."""
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     width, height = rgb.size

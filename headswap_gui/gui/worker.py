@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, QThread, Signal, Slot
 
@@ -31,11 +31,11 @@ GeneratorFactory = Callable[[threading.Event], Iterator[object]]
 
 # Strong references to every runner between start() and finished: keeps the runner and its
 # QThread alive even if the caller drops them, and lets tests detect leaked threads.
-_running: set["GeneratorRunner"] = set()
+_running: set[GeneratorRunner] = set()
 _running_lock = threading.Lock()
 
 
-def running_runners() -> list["GeneratorRunner"]:
+def running_runners() -> list[GeneratorRunner]:
     """Runners started and not yet finished (tests fail when one is left behind)."""
     with _running_lock:
         return list(_running)

@@ -22,11 +22,11 @@ import signal
 import sys
 from pathlib import Path
 
-from headswap_gui.cli import main as cli_main
-
-import torch  # noqa: F401  - imported once here, used by every forked child
 import timm  # noqa: F401
+import torch  # noqa: F401  - imported once here, used by every forked child
 import torchvision  # noqa: F401
+
+from headswap_gui.cli import main as cli_main
 
 TIMING_FIELDS = ("seconds", "images_per_second")
 

@@ -7,12 +7,11 @@ import json
 import os
 
 import pytest
+from test_run_integrity import TINY, write_colours
 
 from headswap_gui.cli import main
 from headswap_gui.core.run_index import RUNS_DIR_VARIABLE, list_runs
 from headswap_gui.core.run_lock import RunLock
-
-from test_run_integrity import TINY, write_colours
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from headswap_gui.core import runs, sources
-from headswap_gui.core.run_manifest import METRICS_FILE
 from headswap_gui.core.errors import HeadswapError
 from headswap_gui.core.freezing import apply_freeze, build_optimizer, plan_freeze, trainable_parameters_match_optimizer
+from headswap_gui.core.run_manifest import METRICS_FILE
 
 
 def tiny_loaded(seed: int = 0) -> sources.LoadedModel:

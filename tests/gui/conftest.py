@@ -8,13 +8,14 @@ import threading
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before anything imports Qt
 
-from pathlib import Path  # noqa: E402
-from typing import TYPE_CHECKING, Iterator  # noqa: E402
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pytest  # noqa: E402
-from PySide6.QtCore import QCoreApplication, QEvent, QSettings, QTimer  # noqa: E402
+import pytest
+from PySide6.QtCore import QCoreApplication, QEvent, QSettings, QTimer
 
-from headswap_gui.gui.worker import running_runners  # noqa: E402
+from headswap_gui.gui.worker import running_runners
 
 if TYPE_CHECKING:
     from headswap_gui.gui.main_window import MainWindow
@@ -114,7 +115,7 @@ def isolated_settings(tmp_path: Path, qapp) -> Iterator[Path]:
 
 
 @pytest.fixture
-def window(qtbot, isolated_settings, tmp_path, monkeypatch) -> Iterator["MainWindow"]:
+def window(qtbot, isolated_settings, tmp_path, monkeypatch) -> Iterator[MainWindow]:
     """The real main window with every page built, private settings and run folder, shown."""
     from PySide6.QtWidgets import QMessageBox
 

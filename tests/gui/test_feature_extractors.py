@@ -6,13 +6,12 @@ from __future__ import annotations
 import timm
 import torch
 from PySide6.QtWidgets import QLabel
+from test_jobs import colour_folder  # noqa: F401 - a fixture
+from test_main_window import LOAD_MS, load, open_folder
 
 from headswap_gui.core import training
 from headswap_gui.gui.layer_tree_model import PATH_ROLE
 from headswap_gui.gui.prompts import TrustPrompt
-
-from test_jobs import colour_folder  # noqa: F401 - a fixture
-from test_main_window import LOAD_MS, load, open_folder
 
 
 def test_a_feature_extractor_is_announced_highlighted_and_trained(qtbot, window, colour_folder, tmp_path, monkeypatch):  # noqa: F811

@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_main_window import LOAD_MS, TINY, load, open_folder
 
 from headswap_gui.core import training
 from headswap_gui.gui.jobs import ModelLease, leased
 from headswap_gui.gui.main_window import MainWindow
 from headswap_gui.gui.worker import running_runners
-
-from test_main_window import LOAD_MS, TINY, load, open_folder
 
 
 def test_a_job_stopped_while_it_waits_never_touches_the_model():

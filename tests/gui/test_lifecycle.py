@@ -7,14 +7,13 @@ import time
 
 import pytest
 from PySide6.QtCore import QTimer
+from test_jobs import colour_folder  # noqa: F401 - a fixture
+from test_main_window import LOAD_MS, TINY, load, open_folder
 from torch import nn
 
 from headswap_gui import app as app_module
 from headswap_gui.core import training
 from headswap_gui.gui.worker import running_runners
-
-from test_jobs import colour_folder  # noqa: F401 - a fixture
-from test_main_window import LOAD_MS, TINY, load, open_folder
 
 ORIGINAL_REGISTER = nn.Module.register_parameter
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from PySide6.QtWidgets import QLabel
+from test_jobs import colour_folder  # noqa: F401 - a fixture
+from test_main_window import LOAD_MS, TINY, load, open_folder
 
 from headswap_gui.core import training
 from headswap_gui.core.heads import HeadSpec
 from headswap_gui.gui.prompts import ReplaceTrainedHeadQuestion
-
-from test_jobs import colour_folder  # noqa: F401 - a fixture
-from test_main_window import LOAD_MS, TINY, load, open_folder
 
 
 def test_results_are_marked_stale_after_a_head_swap_and_during_a_new_run(qtbot, window, colour_folder, monkeypatch):  # noqa: F811

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from test_jobs import colour_folder  # noqa: F401 - a fixture
+from test_main_window import LOAD_MS, TINY, load, open_folder
+
 from headswap_gui.core import training
 from headswap_gui.gui.main_window import MainWindow
 from headswap_gui.gui.settings import AppSettings
-
-from test_jobs import colour_folder  # noqa: F401 - a fixture
-from test_main_window import LOAD_MS, TINY, load, open_folder
 
 
 def test_train_stop_reopen_in_a_new_window_and_resume(qtbot, window, colour_folder, tmp_path):  # noqa: F811
