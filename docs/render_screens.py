@@ -7,7 +7,8 @@ At 1400×900 it writes ``screen-model.png`` (the demo model, its head highlighte
 (the Train page after a short demo run, live plots filled), ``screen-results.png`` (the
 Results page of that run) and ``screen-runs.png`` (the Runs page: that run and a stopped one).
 At each of ``--sizes`` it writes ``screens/<page>-<W>x<H>.png`` for the pages a user goes
-through (model, data, train during a run, results, try it), so a layout that breaks on a small
+through (model, data, train during a run, results, try it with and without heatmaps), so a
+layout that breaks on a small
 or a large screen is seen, not guessed.
 Runs the real demo: the digits images and the run folder go to a temporary directory, and
 the settings are private, so nothing of the user's is read or changed. Takes about a minute
@@ -196,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     window.try_images(sorted(str(p) for p in (work / "digits").rglob("*.png"))[:12])
     wait_for(window.try_panel.predictionsReady, "the Try it predictions")
     shoot("try")
+    window.try_panel.set_heatmap_enabled(True)  # Grad-CAM of each row's top class
+    wait_for(window.try_panel.heatmapsReady, "the Try it heatmaps")
+    shoot("try-heatmap")
+    window.try_panel.set_heatmap_enabled(False)
 
     # 5. The Runs page with that run (and a second, stopped one, to show the statuses).
     window.apply_training_settings({**DEMO_TRAIN_SETTINGS, "epochs": 30})
