@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
+from PIL import Image
 from PySide6.QtCore import QCoreApplication, QEvent, QSettings, QTimer
 
 from headswap_gui.gui.worker import running_runners
@@ -135,3 +137,17 @@ def window(qtbot, isolated_settings, tmp_path, monkeypatch) -> Iterator[MainWind
     win.shutdown(10_000)
     for box in win.findChildren(QMessageBox):
         box.close()
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """Two classes of small coloured squares, three per class (plus one file to skip)."""
+    root = tmp_path / "pets"
+    rng = np.random.default_rng(0)
+    for label, colour in (("cats", (200, 40, 40)), ("dogs", (40, 40, 200))):
+        (root / label).mkdir(parents=True)
+        for i in range(3):
+            pixels = np.clip(np.array(colour) + rng.integers(-30, 30, (24, 24, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / label / f"{label}_{i}.png")
+    (root / "cats" / "notes.txt").write_text("not an image")
+    return root

@@ -9,10 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
 import torch
-from PIL import Image
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QFont, QKeySequence
 from PySide6.QtWidgets import QApplication, QLabel, QMessageBox, QPushButton
@@ -33,20 +30,6 @@ LOAD_MS = 60_000
 
 
 # -- fixtures ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def image_folder(tmp_path) -> Path:
-    """Two classes of small coloured squares, three per class (plus one file to skip)."""
-    root = tmp_path / "pets"
-    rng = np.random.default_rng(0)
-    for label, colour in (("cats", (200, 40, 40)), ("dogs", (40, 40, 200))):
-        (root / label).mkdir(parents=True)
-        for i in range(3):
-            pixels = np.clip(np.array(colour) + rng.integers(-30, 30, (24, 24, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / label / f"{label}_{i}.png")
-    (root / "cats" / "notes.txt").write_text("not an image")
-    return root
 
 
 def load(qtbot, win: MainWindow, source: str) -> None:

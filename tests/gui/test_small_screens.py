@@ -6,9 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pytest
-from PIL import Image
 from PySide6.QtCore import QPoint, QRect, Qt
 from PySide6.QtWidgets import QAbstractButton, QApplication, QMessageBox
 
@@ -20,18 +17,6 @@ LOAD_MS = 60_000
 SMALL = (1024, 768)
 PLOT_MIN_PX = 120
 PAGES = ("data", "train", "results", "try", "runs")
-
-
-@pytest.fixture
-def image_folder(tmp_path) -> Path:
-    root = tmp_path / "pets"
-    rng = np.random.default_rng(0)
-    for label, colour in (("cats", (200, 40, 40)), ("dogs", (40, 40, 200))):
-        (root / label).mkdir(parents=True)
-        for i in range(3):
-            pixels = np.clip(np.array(colour) + rng.integers(-30, 30, (24, 24, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / label / f"{label}_{i}.png")
-    return root
 
 
 def _loaded_with_data(qtbot, window: MainWindow, folder: Path) -> None:
