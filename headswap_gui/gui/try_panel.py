@@ -887,15 +887,25 @@ class TryPanel(QWidget):
         factory: Callable[[threading.Event], Iterator[Any]] = lambda stop: heatmap_events(  # noqa: E731
             loaded, paths, target, size, stop
         )
-        if self.model_lease is not None:
-            factory = leased(self.model_lease, "explain", factory)
-        runner = GeneratorRunner(factory, stop_grace_s=0.0)
-        runner.eventEmitted.connect(self._on_heat_runner_eventEmitted)
-        runner.failed.connect(self._on_heat_runner_failed)
-        runner.finished.connect(self._on_heat_runner_finished)
-        self._heat_runner = runner
-        runner.start()
+        self._heat_runner = self._start_job(
+            "explain", factory, self._on_heat_runner_eventEmitted, self._on_heat_runner_failed,
+            self._on_heat_runner_finished,
+        )
         self._update_heat_controls()
+
+    def _start_job(
+        self, lease_as: str, factory: Callable[[threading.Event], Iterator[Any]],
+        on_event: Callable[[object], None], on_failed: Callable[[str], None], on_finished: Callable[[], None],
+    ) -> GeneratorRunner:
+        """Start one of the page's two jobs (predictions, heatmaps) under the model lease."""
+        if self.model_lease is not None:
+            factory = leased(self.model_lease, lease_as, factory)
+        runner = GeneratorRunner(factory, stop_grace_s=0.0)
+        runner.eventEmitted.connect(on_event)
+        runner.failed.connect(on_failed)
+        runner.finished.connect(on_finished)
+        runner.start()
+        return runner
 
     def _render_overlays(self, items: Iterable[HeatmapThumbnail]) -> None:
         opacity = self.heatmap_opacity()
@@ -930,17 +940,12 @@ class TryPanel(QWidget):
         paths, self._pending = self._pending, []
         loaded, k = self._loaded, self._top_k.value()
         factory: Callable[[threading.Event], Iterator[Any]] = lambda stop: prediction_events(loaded, paths, k, stop)  # noqa: E731
-        if self.model_lease is not None:
-            factory = leased(self.model_lease, "predict", factory)
-        runner = GeneratorRunner(factory, stop_grace_s=0.0)
-        runner.eventEmitted.connect(self._on_runner_eventEmitted)
-        runner.failed.connect(self._on_runner_failed)
-        runner.finished.connect(self._on_runner_finished)
-        self._runner = runner
         self._busy.setRange(0, len(self._model.paths()))
         self._busy.setValue(self._done_count())
         self._busy.show()
-        runner.start()
+        self._runner = self._start_job(
+            "predict", factory, self._on_runner_eventEmitted, self._on_runner_failed, self._on_runner_finished
+        )
 
     def _done_count(self) -> int:
         return self._model.prediction_count() + self._model.error_count()
