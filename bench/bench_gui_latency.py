@@ -15,10 +15,11 @@ page. Reported per phase:
 
 * idle         before training;
 * start        ``start_training`` → the first StepMetrics (head swap, RunStarted, tree refresh);
-* training     first StepMetrics → RunFinished: the steady state the target is about;
+* training     first StepMetrics → RunFinished: the steady state;
+* run          start and training together (``start_training`` → RunFinished): the target's;
 * after        RunFinished → Results page filled (+1 s).
 
-Targets (training phase): p99 ≤ 50 ms, max ≤ 200 ms.
+Targets (the whole run, its start included; issue 12): p99 ≤ 30 ms, max ≤ 100 ms.
 
 Diagnosis: a watchdog thread samples the GUI thread's Python stack (``sys._current_frames``)
 whenever the probe is more than ``--late-ms`` overdue, and the worker thread's stack at the
@@ -50,8 +51,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import _common
 
 PROBE_MS = 10
-TARGET_P99_MS = 50.0
-TARGET_MAX_MS = 200.0
+TARGET_P99_MS = 30.0
+TARGET_MAX_MS = 100.0
 TIMEOUT_S = 1800.0
 
 
@@ -138,11 +139,12 @@ class Watchdog(threading.Thread):
 
 
 def _where(frame: Any, depth: int = 3) -> str:
-    """The innermost ``depth`` frames, innermost last, as ``file:line function``; this
-    script's own frames (the event loop it runs) are left out."""
+    """The innermost ``depth`` frames, innermost last, as ``file:line function``; the
+    benchmark's own frames (the event loop it runs, ``_common.wait_until``) are left out."""
     if frame is None:
         return "(no thread)"
-    stack = [f for f in traceback.extract_stack(frame) if Path(f.filename).name != Path(__file__).name]
+    own = {Path(__file__).name, Path(_common.__file__).name}
+    stack = [f for f in traceback.extract_stack(frame) if Path(f.filename).name not in own]
     if not stack:
         return "(in the Qt event loop: no Python slot running)"
     return " > ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in stack[-depth:])
@@ -210,6 +212,7 @@ def run_once(app: Any, args: argparse.Namespace, work: Path, index: int) -> dict
         "idle": (marks["start"] - args.idle_s + 0.2, marks["start"]),
         "start": (marks["start"], marks.get("first_step", marks["run_finished"])),
         "training": (marks.get("first_step", marks["run_finished"]), marks["run_finished"]),
+        "run": (marks["start"], marks["run_finished"]),
         "after": (marks["run_finished"], marks.get("results", marks["run_finished"]) + 1.0),
     }
     result: dict[str, Any] = {"phases": {}, "marks": marks, "events": dict(events), "config": config}
@@ -353,11 +356,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  worker {n:5d}  {where}")
         print(flush=True)
 
-    training = [r["phases"]["training"] for r in results]
-    p99 = _common.median([t["p99"] for t in training])
-    worst = max(t["max"] for t in training)
-    p50 = _common.median([t["p50"] for t in training])
-    print(f"LATENCY training phase over {len(results)} run(s): p50 {p50:.1f} ms, p99 {p99:.1f} ms (median of runs), "
+    run = [r["phases"]["run"] for r in results]
+    p99 = _common.median([t["p99"] for t in run])
+    worst = max(t["max"] for t in run)
+    p50 = _common.median([t["p50"] for t in run])
+    print(f"LATENCY whole run (start + training) over {len(results)} run(s): p50 {p50:.1f} ms, "
+          f"p99 {p99:.1f} ms (median of runs), "
           f"max {worst:.1f} ms (worst run) — targets p99 ≤ {TARGET_P99_MS:g} ms "
           f"{'met' if p99 <= TARGET_P99_MS else 'MISSED'}, max ≤ {TARGET_MAX_MS:g} ms "
           f"{'met' if worst <= TARGET_MAX_MS else 'MISSED'}")

@@ -20,7 +20,7 @@ a run = train images ÷ train seconds over the epochs after the first (the first
 Sides alternate A B, B A, … so drift on a shared machine hits both; medians are reported, and
 the median of the per-pair ratios.
 
-Target: window / CLI ≥ 0.95.
+Target: window / CLI ≥ 0.97 (issue 12: the window costs nothing).
 
     python bench/bench_gui_throughput.py                      # 3 pairs, cpu_threads 1 (the window's default here)
     python bench/bench_gui_throughput.py --threads 2          # every core to torch
@@ -42,7 +42,7 @@ from typing import Any
 
 import _common
 
-TARGET_RATIO = 0.95
+TARGET_RATIO = 0.97
 HERE = Path(__file__).resolve()
 
 

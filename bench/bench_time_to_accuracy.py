@@ -38,7 +38,7 @@ from typing import Any
 
 import _common
 
-TARGET_SPEEDUP = 10.0
+TARGET_SPEEDUPS = {64: 8.0, 128: 6.0}  # issue 12; other sizes are held to the 128 px figure
 
 
 @dataclass(frozen=True)
@@ -72,13 +72,14 @@ class Result:
     cache_cpu_seconds: float = float("nan")  # the same window in this process's CPU time
     epoch_seconds: list[float] = field(default_factory=list)  # after load/cache: train + eval per epoch
     accuracies: list[float] = field(default_factory=list)
+    streamed: list[tuple[int, int, float]] = field(default_factory=list)  # engine: (cached, total, val acc) while caching
 
 
 def engine_time(setup: Setup, info: Any) -> Result:
     import torch
 
     from headswap_gui.core import feature_cache
-    from headswap_gui.core.events import EpochMetrics, Progress, RunFinished, RunStarted
+    from headswap_gui.core.events import CacheValidation, EpochMetrics, Progress, RunFinished, RunStarted
     from headswap_gui.core.sources import load_model, swap_head
     from headswap_gui.core.training import TrainConfig, fit, suggested_lr
 
@@ -87,7 +88,7 @@ def engine_time(setup: Setup, info: Any) -> Result:
     started = time.perf_counter()
     loaded = load_model(setup.source)
     torch.manual_seed(setup.seed)
-    swap_head(loaded, len(info.class_names), class_names=info.class_names)
+    heads = swap_head(loaded, len(info.class_names), class_names=info.class_names)  # passed on, as the CLI does
     result.load_seconds = time.perf_counter() - started
     config = TrainConfig(
         epochs=setup.max_epochs, batch_size=setup.batch_size, lr=suggested_lr("head"), freeze="head",
@@ -95,7 +96,7 @@ def engine_time(setup: Setup, info: Any) -> Result:
         precision=setup.precision, workers=setup.workers,
         channels_last=None if setup.engine_defaults else setup.channels_last,
     )
-    events = fit(loaded, info, config, None)
+    events = fit(loaded, info, config, None, heads=heads)
     cache_started = cache_done = last = None
     cpu_started = cpu_done = float("nan")
     cached = False
@@ -111,6 +112,14 @@ def engine_time(setup: Setup, info: Any) -> Result:
                 if event.done == event.total:
                     cache_done, cpu_done = now, time.process_time()
                     last = now
+            elif isinstance(event, CacheValidation):
+                # The head, trained on the features cached so far, measured on the whole
+                # validation split: the run's own model at that moment, as at an epoch's end.
+                result.accuracies.append(event.val_accuracy)
+                result.streamed.append((event.cached, event.total, event.val_accuracy))
+                if setup.target is not None and event.val_accuracy >= setup.target:
+                    result.reached = True
+                    break
             elif isinstance(event, EpochMetrics):
                 _common.sync(setup.device)
                 now = time.perf_counter()
@@ -232,8 +241,12 @@ def compare(setup: Setup, info: Any, repeats: int, baselines: dict[str, int], la
             results.append(run)
             accs = " ".join(f"{a:.2%}" for a in run.accuracies)
             name = BASELINE_LABELS.get(side, side)
+            where = f"{run.epochs} epochs"
+            if run.streamed:
+                cached, total, _ = run.streamed[-1]
+                where += f" + the cache pass to {cached}/{total} training images"
             print(f"  {label}{name:<21} {run.seconds:7.2f} s, {'reached' if run.reached else 'NOT reached'} after "
-                  f"{run.epochs} epochs (val acc per epoch: {accs})", flush=True)
+                  f"{where} (val acc: {accs})", flush=True)
     rows = [
         (BASELINE_LABELS.get(r.side, r.side), r.seconds, "yes" if r.reached else "no", r.epochs, r.load_seconds,
          r.cache_seconds, _common.median(r.epoch_seconds), max(r.accuracies) if r.accuracies else float("nan"))
@@ -259,17 +272,22 @@ def compare(setup: Setup, info: Any, repeats: int, baselines: dict[str, int], la
             note = f" (a lower bound: this loop did not reach the target within {limit} epochs)"
         else:
             note = ""
-        verdict = "meets" if speedup >= TARGET_SPEEDUP and engine_reached and reached else "BELOW"
-        if not reached and engine_reached and speedup >= TARGET_SPEEDUP:
+        target_speedup = TARGET_SPEEDUPS.get(setup.image_size, 6.0)
+        verdict = "meets" if speedup >= target_speedup and engine_reached and reached else "BELOW"
+        if not reached and engine_reached and speedup >= target_speedup:
             verdict = "meets (as a lower bound)"
-        verdict = f"target >= {TARGET_SPEEDUP:g}x — {verdict} target" if setup.target is not None else "no accuracy target (fixed epochs)"
+        verdict = f"target >= {target_speedup:g}x — {verdict} target" if setup.target is not None else "no accuracy target (fixed epochs)"
         epoch_base = _common.median(s for r in results if r.side == side for s in r.epoch_seconds)
         name = BASELINE_LABELS[side]
         print(f"{label}{name} median {_common.median(times):.2f} s ({_common.spread(times)}); "
               f"{'reached' if reached else 'NOT reached'}")
         print(f"{label}SPEED-UP vs {name}: {speedup:.2f}x to {goal}{note}; {verdict}")
-        print(f"{label}  per epoch after setup: engine {epoch_engine:.3f} s (cached features), {name} {epoch_base:.2f} s "
-              f"(whole model) — {epoch_base / epoch_engine:.0f}x per extra epoch")
+        if epoch_engine == epoch_engine:  # not NaN: the engine ran epochs (not only the cache pass)
+            print(f"{label}  per epoch after setup: engine {epoch_engine:.3f} s (cached features), {name} {epoch_base:.2f} s "
+                  f"(whole model) — {epoch_base / epoch_engine:.0f}x per extra epoch")
+        else:
+            print(f"{label}  the engine reached the target during the cache pass, before its first epoch; "
+                  f"{name}: {epoch_base:.2f} s per epoch (whole model)")
         summary[side] = {"times": times, "reached": reached, "speedup": speedup}
     return summary
 

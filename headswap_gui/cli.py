@@ -165,9 +165,14 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("pattern", nargs="?", default="", help="only names containing this")
     models.set_defaults(handler=_models)
 
-    train = commands.add_parser("train", help="fine-tune on an image folder (one subfolder per class)")
-    _add_source_arguments(train)
-    train.add_argument("data", help="image folder: one subfolder per class, or train/ and val/ inside")
+    train = commands.add_parser("train", help="fine-tune on an image folder (one subfolder per class)",
+                                epilog="Under torchrun (torchrun --nproc_per_node N \"$(command -v headswap)\" train "
+                                       "...) the processes share every batch: --batch-size is the whole job's.")
+    _add_source_arguments(train, optional=True)
+    train.add_argument("data", nargs="?", help="image folder: one subfolder per class, or train/ and val/ inside")
+    train.add_argument("--config", metavar="FILE",
+                       help="a run's settings: a JSON/TOML config (from the window's Run on a cluster…) or a run's "
+                            "headswap.json; it names SOURCE, DATA and the head too, and flags given here override it")
     train.add_argument("-o", "--output", help="run folder to write (default: a new dated folder in the runs "
                                                "folder, see `headswap runs`); a model source afterwards")
     _add_head_arguments(train)
@@ -225,6 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
     issues.add_argument("--trust", action="store_true", help=_TRUST_HELP)
     issues.set_defaults(handler=_label_issues)
 
+    embed = commands.add_parser("embed", help="draw a map of an image folder by the model's features (t-SNE or PCA)")
+    embed.add_argument("run", help="run folder (or any model source: its backbone places the images)")
+    embed.add_argument("data", help="image folder (one subfolder per class)")
+    embed.add_argument("-o", "--output", required=True,
+                       help="file to write: .csv (path, label, predicted, misclassified, x, y per image) or .png")
+    embed.add_argument("--method", choices=["tsne", "pca"], default="tsne",
+                       help="t-SNE (default: neighbours stay together) or the first two principal components (fast)")
+    embed.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    embed.add_argument("--trust", action="store_true", help=_TRUST_HELP)
+    embed.set_defaults(handler=_embed)
+
     demo = commands.add_parser("demo-data", help="write the handwritten digits dataset as image folders")
     demo.add_argument("directory", help="folder to write (one subfolder per digit)")
     demo.set_defaults(handler=_demo_data)
@@ -265,8 +281,9 @@ _HEAD_ARGUMENTS = ("head", "hidden", "activation", "dropout", "norm")
 _TRUST_HELP = "allow pickled files that can run code (only files you trust)"
 
 
-def _add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", help="model source (demo, torchvision:resnet50, timm:NAME, hf:DIR, a file or folder)")
+def _add_source_arguments(parser: argparse.ArgumentParser, *, optional: bool = False) -> None:
+    parser.add_argument("source", nargs="?" if optional else None,
+                        help="model source (demo, torchvision:resnet50, timm:NAME, hf:DIR, a file or folder)")
     parser.add_argument("--arch", help="architecture of a weights file, e.g. torchvision:resnet50")
     parser.add_argument("--trust", action="store_true", help=_TRUST_HELP)
     parser.add_argument("--download", action="store_true", help="download pretrained weights that are not cached")
@@ -370,44 +387,56 @@ def _demo_data(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from .cli_progress import ProgressPrinter
     from .core.data import printable_path, scan_image_folder
+    from .core.distributed import is_main_process, launch_env
     from .core.errors import HeadswapError
     from .core.run_index import new_run_folder
     from .core.run_store import folder_kind
     from .core.sources import load_model, swap_head
     from .core.training import fit
 
+    if args.config:
+        _apply_config_file(args)
+    if args.source is None or args.data is None:
+        raise HeadswapError("train needs a model SOURCE and an image folder DATA (or --config FILE naming them)")
+    main_process = is_main_process()
+    say = sys.stderr if main_process else open(os.devnull, "w")  # noqa: SIM115 - the process's lifetime
     if args.output is None:
         if args.resume:
             raise HeadswapError("--resume needs the run folder: name it with -o (`headswap runs` lists them)")
+        if launch_env() is not None:
+            raise HeadswapError("under torchrun every process must write the same run folder: name it with -o")
         args.output = str(new_run_folder())
         print(f"run folder: {args.output}", file=sys.stderr)
     dataset = scan_image_folder(args.data)
-    print(dataset.summary(), file=sys.stderr)
+    print(dataset.summary(), file=say)
     if args.show_skipped:
         for skipped in dataset.skipped:
-            print(f"skipped {printable_path(skipped.path)}: {skipped.reason}", file=sys.stderr)
+            print(f"skipped {printable_path(skipped.path)}: {skipped.reason}", file=say)
     elif dataset.skipped:
-        print("(--show-skipped lists them by name; headswap.json records them)", file=sys.stderr)
+        print("(--show-skipped lists them by name; headswap.json records them)", file=say)
     resume = args.resume and folder_kind(args.output) is not None
     if args.resume and not resume:
-        print(f"note: nothing to resume in {args.output} yet; starting the run there", file=sys.stderr)
+        print(f"note: nothing to resume in {args.output} yet; starting the run there", file=say)
+    heads = None  # the heads swap_head has just found, which spares fit a trace of the model
     if resume:
         config = _resume_config(args)
         loaded = load_model(args.output)
     else:
         config = _train_config(args)
         loaded = _load(args)
-        swap_head(loaded, len(dataset.class_names), _head_spec(args), class_names=dataset.class_names,
-                  head_paths=args.head_paths, seed=args.seed)  # the window's Seed builds the same head
-    printer = ProgressPrinter(sys.stderr)
+        heads = swap_head(loaded, len(dataset.class_names), _head_spec(args), class_names=dataset.class_names,
+                          head_paths=args.head_paths, seed=config.seed)  # the window's Seed builds the same head
+    printer = ProgressPrinter(say)
     finished = None
     stop = threading.Event()
     events = fit(loaded, dataset, config, args.output, stop=stop, resume=resume, head_spec=_head_spec(args),
-                 overwrite=args.force)
+                 heads=heads, overwrite=args.force)
     with _stop_on_signals(stop) as signals:
         for event in events:
             printer.show(event)
             finished = event
+    if not main_process and finished is not None and finished.reason == "failed":
+        print(f"headswap: {finished.message}", file=sys.stderr)  # rank 0 prints everything else
     if signals:
         return 128 + signals[0]
     return 0 if finished is not None and finished.reason in ("completed", "early-stopped", "stopped") else 1
@@ -437,15 +466,53 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    from .core.devices import cpu_cores
+    from dataclasses import replace
+
     from .core.training import TrainConfig, suggested_lr
 
+    spec = getattr(args, "config_spec", None)
+    if spec is not None:  # the file's settings, with the flags given on this command line on top
+        config = replace(spec.config, **_given_train_options(args))
+        return config if config.cpu_threads else replace(config, cpu_threads=_default_threads())
     values = {_CONFIG_FIELD.get(dest, dest): getattr(args, dest) for dest in _train_option_defaults()}
     if values["lr"] is None:
         values["lr"] = suggested_lr(args.freeze)
     if values["cpu_threads"] is None:
-        values["cpu_threads"] = cpu_cores()
+        values["cpu_threads"] = _default_threads()
     return TrainConfig(**values)
+
+
+def _default_threads() -> int:
+    """All cores, shared by the processes torchrun started on this machine."""
+    from .core.devices import cpu_cores
+    from .core.distributed import cores_per_process
+
+    return cores_per_process(cpu_cores())
+
+
+def _given_train_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The training flags this command line set (left at their defaults they say nothing)."""
+    return {
+        _CONFIG_FIELD.get(dest, dest): getattr(args, dest)
+        for dest, default in _train_option_defaults().items()
+        if getattr(args, dest) != default
+    }
+
+
+def _apply_config_file(args: argparse.Namespace) -> None:
+    """Take SOURCE, DATA, -o and the head from ``--config`` where the command line left them
+    out; the file's training settings become the defaults (see :func:`_train_config`)."""
+    from .core.run_spec import read_train_spec
+
+    spec = read_train_spec(args.config)
+    args.config_spec = spec
+    args.source = args.source or spec.source
+    args.data = args.data or spec.data
+    args.output = args.output or spec.output
+    if spec.head is not None and all(getattr(args, name) == _HEAD_DEFAULTS[name] for name in _HEAD_ARGUMENTS):
+        head = spec.head
+        args.head, args.hidden, args.activation = head.design, list(head.hidden), head.activation
+        args.dropout, args.norm = head.dropout, head.norm
 
 
 def _resume_config(args: argparse.Namespace) -> Any:
@@ -453,7 +520,6 @@ def _resume_config(args: argparse.Namespace) -> Any:
     engine refuses those that would change what the run learns."""
     from dataclasses import replace
 
-    from .core.devices import cpu_cores
     from .core.errors import RunFolderError, RunSettingsError
     from .core.run_manifest import KIND_TRAINING_RUN, manifest_kind, read_manifest
     from .core.training import TrainConfig
@@ -476,12 +542,8 @@ def _resume_config(args: argparse.Namespace) -> Any:
             "source (or the run folder itself), or start a new run"
         )
     config = TrainConfig.from_dict(recorded["training"])
-    changes = {
-        _CONFIG_FIELD.get(dest, dest): getattr(args, dest)
-        for dest, default in _train_option_defaults().items()
-        if getattr(args, dest) != default
-    }
-    changes.setdefault("cpu_threads", cpu_cores())
+    changes = _given_train_options(args)
+    changes.setdefault("cpu_threads", _default_threads())
     return replace(config, **changes)
 
 
@@ -653,6 +715,55 @@ def _label_issues(args: argparse.Namespace) -> int:
         print(f"{file:<{widths[0]}}  {given:<{widths[1]}}  {suggested:<{widths[2]}}  {score}")
     if args.top is None and len(shown) < len(info.issues):
         print(f"({len(shown)} flagged of {len(info.issues):,}; --top N lists the N lowest-scoring images)", file=sys.stderr)
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from .cli_progress import ProgressPrinter
+    from .core.atomic import refuse_folder
+    from .core.data import printable_path, scan_image_folder
+    from .core.devices import cpu_cores
+    from .core.embedding import (
+        EmbeddingConfig,
+        EmbeddingFinished,
+        EmbeddingStarted,
+        compute_embedding,
+        write_map_csv,
+        write_map_png,
+    )
+    from .core.errors import HeadswapError
+    from .core.sources import load_model
+
+    refuse_folder(args.output, "map.csv")  # before the work, not after it
+    extension = os.path.splitext(args.output)[1].lower()
+    if extension not in (".csv", ".png"):
+        raise HeadswapError(f"cannot tell what to write to {printable_path(args.output)}: end the name in .csv or .png")
+    loaded = load_model(args.run, trust=args.trust)
+    dataset = scan_image_folder(args.data)
+    stop = threading.Event()
+    config = EmbeddingConfig(method=args.method, device=args.device, cpu_threads=cpu_cores())
+    events = compute_embedding(loaded, dataset, config, stop=stop)
+    printer = ProgressPrinter(sys.stderr)
+    finished, redrawn = None, False
+    with _stop_on_signals(stop) as signals:
+        for event in events:
+            if isinstance(event, EmbeddingStarted):
+                method = "t-SNE" if event.method == "tsne" else "PCA"
+                print(f"mapping {event.images:,} images in {len(event.class_names)} classes by {method} "
+                      f"on {event.device}", file=sys.stderr)
+            elif isinstance(event, EmbeddingFinished):
+                finished = event
+            else:
+                printer.show(event)
+                redrawn = sys.stderr.isatty()
+    if redrawn:
+        print(file=sys.stderr)  # end the live progress line
+    if signals:
+        return 128 + signals[0]
+    if finished is None or finished.info is None:
+        raise HeadswapError(finished.message if finished is not None else "the map ended early")
+    (write_map_png if extension == ".png" else write_map_csv)(args.output, finished.info)
+    print(f"{finished.message}; wrote {printable_path(args.output)}", file=sys.stderr)
     return 0
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from typing import TextIO
 
-from .core.events import EpochMetrics, Event, Note, Progress, RunFinished, RunStarted, StepMetrics
+from .core.events import CacheValidation, EpochMetrics, Event, Note, Progress, RunFinished, RunStarted, StepMetrics
 
 
 def format_duration(seconds: float) -> str:
@@ -41,7 +41,14 @@ class ProgressPrinter:
         elif isinstance(event, Note):
             self._line(f"note: {event.message}")
         elif isinstance(event, Progress):
-            self._redraw(f"{event.stage} [{bar(event.done / max(event.total, 1))}] {event.done}/{event.total}")
+            timing = f" · {event.rate:,.0f}/s" if event.rate is not None else ""
+            timing += f" · ETA {format_duration(event.eta_seconds)}" if event.eta_seconds is not None else ""
+            self._redraw(f"{event.stage} [{bar(event.done / max(event.total, 1))}] {event.done}/{event.total}{timing}")
+        elif isinstance(event, CacheValidation):
+            self._line(
+                f"features cached for {event.cached}/{event.total} training images: the head, trained on them, "
+                f"val loss {event.val_loss:.4f} acc {event.val_accuracy:.1%}  ({format_duration(event.seconds)})"
+            )
         elif isinstance(event, StepMetrics):
             fraction = event.step / max(event.steps_per_epoch, 1)
             self._redraw(

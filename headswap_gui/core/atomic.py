@@ -31,6 +31,34 @@ def write_atomically(path: str | os.PathLike[str], write: Callable[[str], None])
         raise
 
 
+def save_user_file(path: str | os.PathLike[str], write: Callable[[str], None], example: str) -> None:
+    """:func:`write_atomically` for a file the user named: a folder, or a write that fails,
+    raises :class:`HeadswapError` naming the file (never the hidden temp file) and the reason;
+    ``example`` is the file name suggested inside a folder."""
+    from .data import printable_path
+    from .errors import HeadswapError, describe_os_error
+
+    target = os.fspath(path)
+    refuse_folder(target, example)
+    try:
+        write_atomically(target, write)
+    except OSError as error:
+        temp = os.path.basename(error.filename or "").startswith(f".{os.path.basename(target)}.")
+        shown = OSError(error.errno, error.strerror) if temp else error
+        raise HeadswapError(f"cannot write {printable_path(target)}: {describe_os_error(shown)}") from error
+
+
+def refuse_folder(path: str | os.PathLike[str], example: str) -> None:
+    """Raise :class:`HeadswapError` when the file the user named is a folder (checked before
+    long work, too, so that it is not lost at the end)."""
+    from .data import printable_path
+    from .errors import HeadswapError
+
+    if os.path.isdir(path):
+        raise HeadswapError(f"{printable_path(os.fspath(path))} is a folder; give a file name, e.g. "
+                            f"{printable_path(os.path.join(path, example))}")
+
+
 def write_text_atomically(path: str | os.PathLike[str], text: str) -> None:
     def write(temp: str) -> None:
         with open(temp, "w", encoding="utf-8") as stream:

@@ -36,6 +36,11 @@ SplitSource = Literal["random", "folders"]
 ProgressCallback = Callable[[int, int], None]
 
 _TRAIN_DIR, _VAL_DIR = "train", "val"
+EXCLUDE_FILE = "headswap-exclude.txt"
+"""The text file at an image folder's root that lists images to leave out of training: one
+path per line, relative to the folder, "/"-separated; blank lines and lines starting with
+"#" are ignored. It is a file beside the images, not a setting, so the window, the command
+line and a copied folder all leave out the same images."""
 MAX_ASPECT_RATIO = 4
 """Beyond this long:short ratio the eval transform crops before it resizes (the centre crop
 discards the rest anyway)."""
@@ -186,8 +191,9 @@ def scan_image_folder(
 
     Every image is fully decoded once. Files that cannot be used are listed in ``skipped``
     with a reason: "not an image", "zero bytes", "truncated", "corrupt", "unreadable",
-    "too large (decompression bomb)" or "not in a class folder". Names starting with "."
-    are ignored silently, and symlinked folders are followed only once, so loops end.
+    "too large (decompression bomb)", "not in a class folder" or "excluded" (listed in the
+    folder's :data:`EXCLUDE_FILE`, see :func:`read_excluded`). Names starting with "." are
+    ignored silently, and symlinked folders are followed only once, so loops end.
 
     ``on_progress(done, total)`` is called from this thread, throttled, ending with
     ``(total, total)``. Raises :class:`DataError` when the folder cannot be used, the subclass
@@ -206,8 +212,9 @@ def scan_image_folder(
         )
     if not os.access(base, os.R_OK | os.X_OK):
         raise DataError(f"Cannot read {base}: permission denied. Choose a folder you can read.")
+    excluded = read_excluded(base)
     skipped: list[SkippedFile] = []
-    top_dirs = _subfolders(base, skipped)
+    top_dirs = _subfolders(base, skipped, control_file=EXCLUDE_FILE)
     if _TRAIN_DIR in top_dirs and _VAL_DIR in top_dirs:
         parts = {part: _subfolders(base / part, skipped) for part in (_TRAIN_DIR, _VAL_DIR)}
         class_names = _split_class_names(base, parts[_TRAIN_DIR], parts[_VAL_DIR])
@@ -229,7 +236,11 @@ def scan_image_folder(
     visited.update(os.path.realpath(path) for _, _, path in class_folders)
     candidates: list[tuple[str, str, str]] = []  # (part prefix, class name, path)
     for prefix, name, path in class_folders:
-        candidates += [(prefix, name, file) for file in _files_under(path, visited, skipped)]
+        for file in _files_under(path, visited, skipped):
+            if _relative(file, base) in excluded:
+                skipped.append(SkippedFile(file, "excluded"))  # not even opened: the user said so
+            else:
+                candidates.append((prefix, name, file))
 
     results = _verify_all([path for _, _, path in candidates], on_progress)
     label_of = {name: label for label, name in enumerate(class_names)}
@@ -417,12 +428,32 @@ def _interpolation(name: str) -> InterpolationMode:
         ) from None
 
 
-def _subfolders(folder: Path, skipped: list[SkippedFile]) -> list[str]:
-    """Visible subfolder names of ``folder``; visible files there are not in a class."""
+def read_excluded(root: str | os.PathLike[str]) -> frozenset[str]:
+    """The relative paths ("/"-separated) that ``root``'s :data:`EXCLUDE_FILE` lists, empty
+    when there is none. Raises :class:`DataError` when the file cannot be read as UTF-8 text."""
+    path = Path(root) / EXCLUDE_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return frozenset()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(
+            f"Cannot read the exclusion list {path} ({exc}). It must be UTF-8 text with one image path per "
+            "line; fix or remove it."
+        ) from exc
+    lines = (line.strip() for line in text.splitlines())
+    return frozenset(PurePosixPath(line).as_posix() for line in lines if line and not line.startswith("#"))
+
+
+def _subfolders(folder: Path, skipped: list[SkippedFile], control_file: str | None = None) -> list[str]:
+    """Visible subfolder names of ``folder``; visible files there are not in a class, except
+    ``control_file`` (headswap's own, e.g. the exclusion list)."""
     names = []
     for entry in _entries(folder, skipped):
         if entry.is_dir():
             names.append(entry.name)
+        elif entry.name == control_file:
+            continue
         else:
             skipped.append(SkippedFile(entry.path, "not in a class folder"))
     return names

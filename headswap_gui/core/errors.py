@@ -92,6 +92,11 @@ class RunSettingsError(RunFolderError):
     """Resuming with these settings would make the run inconsistent."""
 
 
+class DistributedError(HeadswapError):
+    """A run launched by torchrun cannot go on together: a rank could not join, prepare or
+    reach the others."""
+
+
 def describe_os_error(error: OSError) -> str:
     """A file-system error as words, without Python's ``[Errno N]`` prefix."""
     reasons = {

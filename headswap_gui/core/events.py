@@ -30,11 +30,14 @@ class RunStarted:
 
 @dataclass(frozen=True)
 class Progress:
-    """Progress of a preparatory stage, e.g. computing the backbone feature cache."""
+    """Progress of a stage, e.g. computing the backbone feature cache; ``rate`` (units of
+    ``done`` per second) and ``eta_seconds`` where the job knows them."""
 
     stage: str
     done: int
     total: int
+    rate: float | None = None
+    eta_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,19 @@ class StepMetrics:
     loss: float
     lr: float
     images_per_second: float
+
+
+@dataclass(frozen=True)
+class CacheValidation:
+    """While the feature cache fills: the head, trained on the training features cached so far,
+    measured on the whole validation split (whose features are cached first)."""
+
+    cached: int  # training images cached so far
+    total: int  # training images in all
+    train_loss: float  # over the cached training features, after the head's passes
+    val_loss: float
+    val_accuracy: float
+    seconds: float  # since the cache pass began
 
 
 @dataclass(frozen=True)
@@ -86,4 +102,4 @@ class RunFinished:
     saved_epochs: int | None = None  # epochs the run folder holds, committed (None: no folder)
 
 
-Event = RunStarted | Progress | Note | StepMetrics | EpochMetrics | RunFinished
+Event = RunStarted | Progress | Note | CacheValidation | StepMetrics | EpochMetrics | RunFinished

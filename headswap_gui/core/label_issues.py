@@ -44,11 +44,11 @@ import math
 import os
 import threading
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -66,8 +66,9 @@ from .sources import LoadedModel
 
 FEATURES_STAGE = feature_cache.CACHE_STAGE
 FOLDS_STAGE = "cross-validating"
-BROKEN_REASONS_EXCLUDED = ("not in a class folder", "same file as in class")
-"""Skipped files that are not broken images (a stray file, a second link to one image)."""
+BROKEN_REASONS_EXCLUDED = ("not in a class folder", "same file as in class", "excluded")
+"""Skipped files that are not broken images (a stray file, a second link to one image, an
+image the folder's exclusion list leaves out)."""
 LBFGS_ITERATIONS_PER_STEP = 20
 PCA_DIMS = 256
 SMALL_FIT_WORK = 2**26  # images × components × classes below which a fit runs on one CPU thread
@@ -307,64 +308,126 @@ def _check(
     device: torch.device,
     stop: threading.Event,
 ) -> Generator[LabelCheckEvent, None, None]:
-    from .training import _close_loader, build_eval_loader
-
     started = time.perf_counter()
     class_names = tuple(dataset.class_names)
     broken = broken_files(dataset, loaded)
-    previous_threads = None
-    if device.type == "cpu":
-        previous_threads = torch.get_num_threads()
-        torch.set_num_threads(config.cpu_threads or training_threads())
-    try:
-        yield LabelCheckStarted(len(samples), len(broken), class_names, _effective_folds(samples, config.folds),
-                                describe_device(device))
-        preprocessing = loaded.preprocessing
-        if config.image_size and config.image_size != preprocessing.input_size:
-            note = fit_input_size(loaded.model, config.image_size, preprocessing.input_size)
-            preprocessing = preprocessing.with_input_size(config.image_size)
-            if note:
-                yield Note(note)
-        channels_last = device.type in ("cuda", "cpu") if config.channels_last is None else bool(config.channels_last)
-        model = loaded.model.to(device)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        total = len(samples)
-        yield Progress(FEATURES_STAGE, 0, total)
-        loader = build_eval_loader(samples, preprocessing, batch_size=config.batch_size, workers=config.workers,
-                                   device=device)
+    with cpu_threads(device, config.cpu_threads):
         try:
-            cached = yield from feature_cache.extract_features(
-                model, head_path, loader, device, total=total, autocast_dtype=autocast_dtype(config.precision, device),
-                channels_last=channels_last, stop=stop, max_events_per_second=config.max_events_per_second,
-                reduce=pooled,
+            yield LabelCheckStarted(len(samples), len(broken), class_names, _effective_folds(samples, config.folds),
+                                    describe_device(device))
+            cached = yield from pooled_features(loaded, samples, head_path, device, config, stop=stop)
+            if cached is None:
+                yield LabelCheckFinished("stopped", "stopped while computing features; nothing was checked", None)
+                return
+            features = cached.features
+            del cached
+            out_of_fold = yield from out_of_fold_probabilities(
+                features, torch.tensor([s.label for s in samples]), len(class_names), folds=config.folds,
+                seed=config.seed, steps=config.steps, stop=stop,
             )
-        finally:
-            _close_loader(loader)
-        if cached is None:
-            yield LabelCheckFinished("stopped", "stopped while computing features; nothing was checked", None)
-            return
-        features = cached.features
-        del cached
-        out_of_fold = yield from out_of_fold_probabilities(
-            features, torch.tensor([s.label for s in samples]), len(class_names), folds=config.folds,
-            seed=config.seed, steps=config.steps, stop=stop,
+            if out_of_fold is None:
+                yield LabelCheckFinished("stopped", "stopped while cross-validating; nothing was checked", None)
+                return
+            info = rank_label_issues(samples, out_of_fold.probabilities, class_names, broken=broken,
+                                     folds=_effective_folds(samples, config.folds), l2=out_of_fold.l2,
+                                     seconds=time.perf_counter() - started)
+            yield LabelCheckFinished("completed", _summary(info), info)
+        except (HeadswapError, torch.cuda.OutOfMemoryError, MemoryError) as error:
+            message = str(error) if isinstance(error, HeadswapError) else (
+                f"out of memory on {device}; use a smaller batch size or image size, or the CPU"
+            )
+            yield LabelCheckFinished("failed", message, None)
+
+
+class FeatureSettings(Protocol):
+    """The settings of a backbone pass (:class:`LabelCheckConfig` and the embedding's
+    config have them all)."""
+
+    device: str
+    precision: str
+    batch_size: int
+    workers: int
+    cpu_threads: int | None
+    image_size: int | None
+    channels_last: bool | None
+    max_events_per_second: float
+
+
+def pooled_features(
+    loaded: LoadedModel,
+    samples: Sequence[ImageSample],
+    head_path: str,
+    device: torch.device,
+    settings: FeatureSettings,
+    *,
+    predict: bool = False,
+    stop: threading.Event | None = None,
+) -> Generator[Progress | Note, None, feature_cache.CachedSplit | None]:
+    """One pass of the model over ``samples`` with its own eval preprocessing (resized to
+    ``settings.image_size`` when given, with a ``Note`` if the model had to be adapted),
+    keeping the head's input pooled to one vector per image (:func:`pooled`) and, with
+    ``predict``, the head's top class (``CachedSplit.predicted``). A generator of ``Progress`` (``FEATURES_STAGE``)
+    whose return value is the :class:`~feature_cache.CachedSplit` in sample order, or
+    ``None`` when ``stop`` was set. The model is moved to ``device`` and left in eval mode;
+    run it inside :func:`cpu_threads` to choose the CPU threads."""
+    from .loaders import build_eval_loader, close_loader
+
+    preprocessing = loaded.preprocessing
+    if settings.image_size and settings.image_size != preprocessing.input_size:
+        note = fit_input_size(loaded.model, settings.image_size, preprocessing.input_size)
+        preprocessing = preprocessing.with_input_size(settings.image_size)
+        if note:
+            yield Note(note)
+    channels_last = device.type in ("cuda", "cpu") if settings.channels_last is None else bool(settings.channels_last)
+    model = loaded.model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    total = len(samples)
+    yield Progress(FEATURES_STAGE, 0, total)
+    loader = build_eval_loader(samples, preprocessing, batch_size=settings.batch_size, workers=settings.workers,
+                               device=device)
+    reduce = _with_top_class(model.get_submodule(head_path)) if predict else pooled
+    try:
+        cached = yield from feature_cache.extract_features(
+            model, head_path, loader, device, total=total,
+            autocast_dtype=autocast_dtype(settings.precision, device), channels_last=channels_last, stop=stop,
+            max_events_per_second=settings.max_events_per_second, reduce=reduce,
         )
-        if out_of_fold is None:
-            yield LabelCheckFinished("stopped", "stopped while cross-validating; nothing was checked", None)
-            return
-        info = rank_label_issues(samples, out_of_fold.probabilities, class_names, broken=broken,
-                                 folds=_effective_folds(samples, config.folds), l2=out_of_fold.l2,
-                                 seconds=time.perf_counter() - started)
-        yield LabelCheckFinished("completed", _summary(info), info)
-    except (HeadswapError, torch.cuda.OutOfMemoryError, MemoryError) as error:
-        message = str(error) if isinstance(error, HeadswapError) else (
-            f"out of memory on {device}; use a smaller batch size or image size, or the CPU"
-        )
-        yield LabelCheckFinished("failed", message, None)
     finally:
-        if previous_threads is not None:
-            torch.set_num_threads(previous_threads)
+        close_loader(loader)
+    if cached is None or not predict:
+        return cached
+    features = cached.features
+    return feature_cache.CachedSplit(features[:, :-1], cached.labels, features[:, -1].long())
+
+
+def _with_top_class(head: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """:func:`pooled` with the head's top class for each image as one more column (float32:
+    exact up to 2**24 classes, even under autocast), so it comes through the feature pass
+    without a second forward. The head's output on its input is the model's own output for
+    every model with one inference head and nothing after it (feature_cache's condition for
+    caching); a head pooled afterwards (SqueezeNet's) gives its pooled scores."""
+
+    def reduce(features: torch.Tensor) -> torch.Tensor:
+        top = pooled(head(features)).argmax(dim=1, keepdim=True)
+        return torch.cat([pooled(features).float(), top.float()], dim=1)
+
+    return reduce
+
+
+@contextmanager
+def cpu_threads(device: torch.device, count: int | None) -> Iterator[None]:
+    """On the CPU, torch's intra-op threads set to ``count`` (default: all cores but one, which
+    the GUI keeps) for the block, and given back after it; elsewhere nothing changes."""
+    if device.type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count or training_threads())
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def pooled(features: torch.Tensor) -> torch.Tensor:
@@ -414,6 +477,12 @@ def principal_components(features: torch.Tensor, dims: int = PCA_DIMS) -> torch.
     dims = min(dims, x.shape[1], max(1, x.shape[0] - 1))
     if dims == x.shape[1]:
         return x.float()
+    if x.shape[0] <= x.shape[1]:
+        # Fewer images than features: the D × D scatter matrix has D − N + 1 zero eigenvalues,
+        # on which eigh can fail to converge (it did for a few dozen images of 1,280 features); the
+        # thin SVD of the N × D data gives the same axes from the N singular values.
+        left, singular, _ = torch.linalg.svd(x, full_matrices=False)
+        return (left[:, :dims] * singular[:dims]).float()
     _, vectors = torch.linalg.eigh(x.T @ x)  # ascending eigenvalues
     return (x @ vectors[:, -dims:].flip(1)).float()
 

@@ -1,15 +1,29 @@
-"""The training engine: :class:`TrainConfig`, :func:`fit` and :func:`evaluate`.
+"""The training engine's orchestrator: :func:`fit` sequences a run, the pieces live apart.
+
+As in torchvision's reference scripts, each step has its own small module: the settings
+(:mod:`train_config`), the loaders (:mod:`loaders`), one epoch of steps
+(:mod:`train_steps`), validation and evaluation (:mod:`evaluation`), the feature cache that
+the head learns from while it fills (:mod:`streaming`, :mod:`feature_cache`), freezing and
+optimizers (:mod:`freezing`) and the run folder (:mod:`run_store`). This module only checks,
+prepares, sequences epochs and commits; the names the rest of the app uses are re-exported.
 
 :func:`fit` is a generator of the small events in :mod:`events`; the CLI renders them as a
 progress bar and the window as live plots. It runs in whatever thread iterates it, watches a
 ``threading.Event`` for a cooperative stop, and never forks (DataLoader workers are started
 with ``spawn``), so it is safe in a Qt worker thread.
 
+Under ``torchrun`` (see :mod:`distributed`) every rank runs this same generator: the ranks
+share each batch of the single-process run (a model that trains is wrapped in DDP; a head on
+cached features trains on the gathered cache on every rank), agree on stops and figures after
+each step and epoch, and only rank 0 writes the run folder.
+
 Event order, for a config that passed validation::
 
     RunStarted                      always first
     Note*                           precision fallback, cache unavailable, resumed from ...
-    Progress("caching features")*   only with the feature cache, before the first step
+    (Progress("caching features") | CacheValidation)*
+                                    only with the feature cache, before the first epoch;
+                                    CacheValidation when the head learns while it fills
     (StepMetrics* EpochMetrics)*    StepMetrics at most ``max_step_events_per_second``; the
                                     last step of every epoch is always reported
     Note                            e.g. when a gradual unfreeze rebuilds the optimizer
@@ -29,43 +43,23 @@ import os
 import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
 
-from . import feature_cache, runs
-from .data import (
-    AUGMENT_PRESETS,
-    DatasetInfo,
-    ImageDataset,
-    ImageSample,
-    SplitInfo,
-    build_transform,
-    printable_path,
-    split_samples,
-)
-from .devices import (
-    PRECISIONS,
-    autocast_context,
-    autocast_dtype,
-    describe_device,
-    resolve_device,
-    to_device_batch,
-    training_threads,
-)
-from .errors import HeadswapError, RunFolderError, RunSettingsError
-from .events import EpochMetrics, Event, Note, Progress, RunFinished, RunStarted, StepMetrics
+from . import distributed, feature_cache, runs
+from .data import DatasetInfo, ImageDataset, SplitInfo, build_transform, printable_path, split_samples
+from .devices import autocast_dtype, describe_device, resolve_device, training_threads
+from .distributed import AgreedStop, batch_slices, loss_weights
+from .errors import DistributedError, HeadswapError, RunFolderError, RunSettingsError
+from .evaluation import EvalResult, evaluate, model_logits, validate
+from .events import EpochMetrics, Event, Note, RunFinished, RunStarted
 from .freezing import (
-    FREEZE_POLICIES,
-    OPTIMIZERS,
-    SCHEDULES,
     apply_freeze,
     build_optimizer,
     build_schedule,
@@ -78,229 +72,29 @@ from .freezing import (
 )
 from .heads import SPEC_ATTRIBUTE, HeadInfo, HeadSpec, find_heads
 from .input_size import fit_input_size
-from .metrics import ClassReport, class_report, confusion_matrix
-from .preprocessing import Preprocessing
-from .run_manifest import KIND_TRAINING_RUN, checkpoint_file, checkpoint_file_name, weights_file, weights_file_name
+from .loaders import OrderSampler, build_eval_loader, close_loader, epoch_order, load_sample, make_loader
+from .run_manifest import (
+    KIND_TRAINING_RUN,
+    checkpoint_file,
+    checkpoint_file_name,
+    read_manifest,
+    weights_file,
+    weights_file_name,
+)
 from .run_store import RunWriter
 from .sources import LoadedModel, swap_head
-from .tracing import call_model, split_outputs
+from .streaming import LR_FACTOR as STREAM_LR_FACTOR
+from .streaming import HeadLearner, stream_cache
+from .tracing import call_model
+from .train_config import RESUME_MAY_CHANGE, TrainConfig, resume_settings_problems, suggested_lr
+from .train_steps import AUX_LOSS_WEIGHT, Optimisation, compute_loss, train_one_epoch
+
+__all__ = [  # the engine's public face; the pieces live in their own modules
+    "AUX_LOSS_WEIGHT", "RESUME_MAY_CHANGE", "EvalResult", "TrainConfig", "build_eval_loader", "compute_loss",
+    "evaluate", "fit", "resume_settings_problems", "suggested_lr",
+]
 
 _log = logging.getLogger(__name__)
-
-AUX_LOSS_WEIGHT = 0.4  # loss = main + 0.4 · mean(auxiliary losses), as in GoogLeNet/Inception
-CACHE_MODES = ("auto", "off")
-MAX_IMAGE_SIZE = 2048  # a 2048² batch of 32 is 1.6 GB of float input already
-RESUME_MAY_CHANGE = frozenset(
-    {"epochs", "patience", "device", "precision", "workers", "cpu_threads", "channels_last", "max_step_events_per_second"}
-)
-"""Settings a resumed run may change: how long and where it runs, not what it learns."""
-
-
-# --- configuration -----------------------------------------------------------------------------
-
-
-def suggested_lr(freeze: str) -> float:
-    """A learning rate that works for ``freeze`` with AdamW: a new head alone (a linear probe
-    on frozen features) needs about ten times the step of fine-tuning pretrained layers, which
-    a large step would wreck (measured on the digits demo: 1e-3 → 87 %, 1e-2 → 93 % in 5 epochs)."""
-    return 1e-2 if freeze == "head" else 1e-3
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides how a run trains. Validated on creation
-    (:class:`HeadswapError` with a message that names the field)."""
-
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    optimizer: str = "adamw"  # "adamw" | "sgd" (momentum 0.9)
-    schedule: str = "cosine"  # "cosine" (with warm-up) | "onecycle" | "constant"
-    warmup_epochs: float = 1.0  # cosine only
-    label_smoothing: float = 0.0
-    class_weights: bool = False  # weight the loss by inverse class frequency
-    grad_clip: float | None = None  # max gradient norm
-    freeze: str = "head"  # "head" | "gradual" | "last-k" | "full"
-    unfreeze_after: int = 2  # gradual: epochs of head-only training
-    last_k: int = 1  # last-k: backbone blocks that train
-    backbone_lr_factor: float = 0.1  # backbone lr = lr × this (gradual after unfreeze, last-k, full)
-    augment: str = "none"  # "none" | "light" | "strong"
-    image_size: int | None = None  # override the model's input size (e.g. 32 for 8×8 digits)
-    val_fraction: float = 0.2
-    seed: int = 0
-    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N" | "mps"
-    precision: str = "auto"  # "auto" (bf16 where the GPU has it) | "fp32" | "bf16" | "fp16"; CUDA only
-    channels_last: bool | None = None  # None: on CUDA and CPU (measured 1.15–1.5× faster on CPU too)
-    workers: int = 0  # DataLoader worker processes (spawned); 0 decodes in this thread
-    cpu_threads: int | None = None  # CPU compute threads; None leaves one core for the window
-    patience: int | None = None  # early stopping after this many epochs without improvement
-    cache_features: str = "auto"  # "auto": cache backbone features when frozen and augment == "none"
-    max_step_events_per_second: float = 10.0
-
-    def __post_init__(self) -> None:
-        problems = _config_problems(self)
-        if problems:
-            raise HeadswapError("invalid training settings: " + "; ".join(problems))
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Rebuild from :meth:`to_dict`; unknown keys (from a newer version) are ignored."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
-
-
-def _config_problems(c: TrainConfig) -> list[str]:
-    problems = []
-
-    def check(ok: bool, message: str) -> None:
-        if not ok:
-            problems.append(message)
-
-    def choice(name: str, value: str, options: Sequence[str]) -> None:
-        check(value in options, f"{name} must be one of {', '.join(options)}, not {value!r}")
-
-    check(isinstance(c.epochs, int) and c.epochs >= 1, f"epochs must be ≥ 1, got {c.epochs}")
-    check(isinstance(c.batch_size, int) and c.batch_size >= 1, f"batch_size must be ≥ 1, got {c.batch_size}")
-    check(math.isfinite(c.lr) and c.lr > 0, f"lr must be a positive number, got {c.lr}")
-    check(c.cpu_threads is None or c.cpu_threads >= 1, f"cpu_threads must be ≥ 1, got {c.cpu_threads}")
-    check(c.weight_decay >= 0, f"weight_decay must be ≥ 0, got {c.weight_decay}")
-    choice("optimizer", c.optimizer, OPTIMIZERS)
-    choice("schedule", c.schedule, SCHEDULES)
-    check(c.warmup_epochs >= 0, f"warmup_epochs must be ≥ 0, got {c.warmup_epochs}")
-    check(0.0 <= c.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {c.label_smoothing}")
-    check(c.grad_clip is None or c.grad_clip > 0, f"grad_clip must be positive or None, got {c.grad_clip}")
-    choice("freeze", c.freeze, FREEZE_POLICIES)
-    check(c.unfreeze_after >= 0, f"unfreeze_after must be ≥ 0, got {c.unfreeze_after}")
-    check(c.last_k >= 1, f"last_k must be ≥ 1, got {c.last_k}")
-    check(c.backbone_lr_factor >= 0, f"backbone_lr_factor must be ≥ 0, got {c.backbone_lr_factor}")
-    choice("augment", c.augment, AUGMENT_PRESETS)
-    check(
-        c.image_size is None or (isinstance(c.image_size, int) and 8 <= c.image_size <= MAX_IMAGE_SIZE),
-        f"image_size must be between 8 and {MAX_IMAGE_SIZE} pixels, got {c.image_size}",
-    )
-    check(0.0 < c.val_fraction < 1.0, f"val_fraction must be between 0 and 1, got {c.val_fraction}")
-    check(isinstance(c.seed, int) and c.seed >= 0, f"seed must be an integer ≥ 0, got {c.seed}")
-    device = (c.device or "").lower()
-    check(
-        device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit()),
-        f"device must be auto, cpu, cuda, cuda:N or mps, not {c.device!r}",
-    )
-    choice("precision", c.precision, PRECISIONS)
-    check(isinstance(c.workers, int) and c.workers >= 0, f"workers must be ≥ 0, got {c.workers}")
-    check(c.patience is None or c.patience >= 1, f"patience must be ≥ 1 or None, got {c.patience}")
-    choice("cache_features", c.cache_features, CACHE_MODES)
-    check(c.max_step_events_per_second > 0, "max_step_events_per_second must be positive")
-    return problems
-
-
-# --- evaluation --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Per-sample results of :func:`evaluate`, in the loader's sample order."""
-
-    targets: np.ndarray  # (N,) int64
-    predictions: np.ndarray  # (N,) int64
-    probabilities: np.ndarray  # (N, C) float32, softmax
-    losses: np.ndarray  # (N,) float32, cross-entropy per sample
-
-    @property
-    def accuracy(self) -> float:
-        return float(np.mean(self.predictions == self.targets)) if self.targets.size else float("nan")
-
-    @property
-    def loss(self) -> float:
-        return float(np.mean(self.losses)) if self.losses.size else float("nan")
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.probabilities.shape[1]) if self.probabilities.ndim == 2 else 0
-
-    def confusion(self) -> np.ndarray:
-        """Rows = true class, columns = predicted class."""
-        return confusion_matrix(self.targets, self.predictions, self.num_classes)
-
-    def report(self) -> ClassReport:
-        """Per-class precision, recall and F1."""
-        return class_report(self.confusion())
-
-    def misclassified(self) -> np.ndarray:
-        """Indices of the wrong predictions, highest loss first (for the review gallery)."""
-        wrong = np.flatnonzero(self.predictions != self.targets)
-        return wrong[np.argsort(-self.losses[wrong], kind="stable")]
-
-
-def evaluate(
-    model: nn.Module,
-    loader: Any,
-    device: str | torch.device,
-    *,
-    autocast_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-    stop: threading.Event | None = None,
-) -> EvalResult | None:
-    """Run ``model`` in eval mode over ``loader`` (``(images, labels)`` batches, not shuffled)
-    and return per-sample predictions, probabilities and losses; ``None`` if ``stop`` was set.
-    The model is moved to ``device`` if it is not there."""
-    device = torch.device(device) if isinstance(device, str) else device
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    first = next(model.parameters(), None)
-    if first is not None and first.device != device:
-        model.to(device)
-    model.eval()
-    amp = autocast_context(device, autocast_dtype)
-    targets, predictions, probabilities, losses = [], [], [], []
-    with torch.no_grad():
-        for images, labels in loader:
-            if stop is not None and stop.is_set():
-                return None
-            images = to_device_batch(images, device, channels_last)
-            labels = labels.to(device, non_blocking=True)
-            with amp:
-                logits, _ = split_outputs(call_model(model, images))
-            logits = logits.float()
-            losses.append(F.cross_entropy(logits, labels, reduction="none").cpu())
-            probabilities.append(logits.softmax(dim=1).cpu())
-            predictions.append(logits.argmax(dim=1).cpu())
-            targets.append(labels.cpu())
-    if not targets:
-        return EvalResult(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0), np.float32), np.zeros(0, np.float32))
-    return EvalResult(
-        torch.cat(targets).numpy().astype(np.int64),
-        torch.cat(predictions).numpy().astype(np.int64),
-        torch.cat(probabilities).numpy().astype(np.float32),
-        torch.cat(losses).numpy().astype(np.float32),
-    )
-
-
-def build_eval_loader(
-    samples: Sequence[ImageSample],
-    preprocessing: Preprocessing,
-    *,
-    batch_size: int = 64,
-    workers: int = 0,
-    device: torch.device | None = None,
-) -> DataLoader:
-    """A DataLoader over ``samples`` with the model's eval transform, in sample order."""
-    dataset = ImageDataset(samples, build_transform(preprocessing, "none", train=False))
-    return _make_loader(dataset, batch_size=batch_size, sampler=None, workers=workers, device=device)
-
-
-def compute_loss(output: Any, targets: torch.Tensor, criterion: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(loss, main logits)`` for a model's raw output: the main loss, plus
-    ``AUX_LOSS_WEIGHT`` × the mean of the auxiliary losses for models that return auxiliary
-    logits in training mode (GoogLeNet, Inception v3)."""
-    logits, aux = split_outputs(output)
-    loss = criterion(logits, targets)
-    if aux:
-        loss = loss + AUX_LOSS_WEIGHT * torch.stack([criterion(a, targets) for a in aux]).mean()
-    return loss, logits
 
 
 # --- fit ---------------------------------------------------------------------------------------
@@ -349,39 +143,6 @@ def fit(
     return trainer.run()
 
 
-def resume_settings_problems(recorded: dict[str, Any], config: TrainConfig) -> list[str]:
-    """How ``config`` departs from a run's recorded training settings in ways a resume must
-    not: each as "name: X in the run, Y now"."""
-    problems = []
-    for name, value in config.to_dict().items():
-        if name in RESUME_MAY_CHANGE or name not in recorded:
-            continue
-        if recorded[name] != value and not (isinstance(value, float) and math.isclose(recorded[name], value)):
-            problems.append(f"{name}: {recorded[name]!r} in the run, {value!r} now")
-    return problems
-
-
-class _OrderSampler(Sampler[int]):
-    """Yields the sample order set for the current epoch (the same order the feature-cache
-    path uses, so cached and uncached runs see identical batches)."""
-
-    def __init__(self, size: int):
-        self.order: list[int] = list(range(size))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.order)
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-
-def epoch_order(seed: int, epoch: int, size: int) -> torch.Tensor:
-    """The shuffled sample order of ``epoch`` (0-based): a function of the seed and the epoch
-    only, so a resumed run shuffles exactly as an uninterrupted one."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(size, generator=generator)
-
-
 class _Trainer:
     def __init__(
         self,
@@ -419,23 +180,37 @@ class _Trainer:
             resized = fit_input_size(self.model, self.preprocessing.input_size, loaded.preprocessing.input_size)
             if resized:
                 self.notes.append(resized)
-        # The folder's lock comes before any check of what it holds, so two runs started at
-        # the same moment cannot both find it empty.
         self.committed_epochs = 0  # epochs the folder holds as committed; weights_name is its best
-        self.writer = RunWriter(self.run_dir, resume=resume, overwrite=overwrite) if self.run_dir is not None else None
+        # Under torchrun: the process group, and this rank's device (its own GPU); all ranks
+        # read the folder, rank 0 alone locks and writes it.
+        self.group, self.device = distributed.join(resolve_device(config.device))
+        self.stop: threading.Event | AgreedStop = AgreedStop(stop, self.group) if self.group.distributed else stop
+        self.writer: RunWriter | None = None
         try:
-            self.recorded = dict(self.writer.manifest) if resume and self.writer is not None else {}
-            self._check_resume(self.recorded)
-            self.heads = self._check_heads(head_spec, known_heads)
-            self.head_paths = [h.path for h in self.heads]
-            checkpoint = checkpoint_file(self.recorded) if self.recorded else None
-            self.checkpoint = runs.read_checkpoint(self.run_dir / checkpoint) if checkpoint and self.run_dir else None
-            self.weights_name = weights_file(self.recorded) if self.recorded else weights_file_name(0)
-            self.checkpoint_name = checkpoint
-            self.device = resolve_device(config.device)
+            with self.group.together("open the run folder and check the model"):
+                # The folder's lock comes before any check of what it holds, so two runs
+                # started at the same moment cannot both find it empty.
+                if self.run_dir is not None and self.group.is_main:
+                    self.writer = RunWriter(self.run_dir, resume=resume, overwrite=overwrite)
+                self.recorded = self._recorded_manifest()
+                self._check_resume(self.recorded)
+                self.heads = self._check_heads(head_spec, known_heads)
+                self.head_paths = [h.path for h in self.heads]
+                checkpoint = checkpoint_file(self.recorded) if self.recorded else None
+                self.checkpoint = runs.read_checkpoint(self.run_dir / checkpoint) if checkpoint and self.run_dir else None
+                self.weights_name = weights_file(self.recorded) if self.recorded else weights_file_name(0)
+                self.checkpoint_name = checkpoint
         except BaseException:
             self._release_folder()
+            self.group.close()
             raise
+
+    def _recorded_manifest(self) -> dict[str, Any]:
+        """What the folder holds, when resuming: read by the writer on rank 0, read as it is
+        by the other ranks (the writer only removes files the manifest does not name)."""
+        if not self.resume or self.run_dir is None:
+            return {}
+        return dict(self.writer.manifest) if self.writer is not None else read_manifest(self.run_dir)
 
     def _check_resume(self, recorded: dict[str, Any]) -> None:
         if not self.resume:
@@ -514,9 +289,18 @@ class _Trainer:
         self.n_train, self.n_val = len(split.train), len(split.val)
         if self.n_train == 0 or self.n_val == 0:
             raise HeadswapError(f"the split has {self.n_train} training and {self.n_val} validation images; both need at least one")
-        batch = config.batch_size
-        self.drop_last = self.n_train > batch and self.n_train % batch == 1  # a lone image breaks BatchNorm
+        batch, world = config.batch_size, self.group.world_size
+        if min(batch, self.n_train, self.n_val) < world:
+            raise DistributedError(
+                f"{world} processes share every batch and the validation split, so the batch size ({batch}), "
+                f"the training split ({self.n_train}) and the validation split ({self.n_val}) need at least "
+                f"{world} images each; raise the batch size or launch fewer processes"
+            )
+        # A lone image breaks BatchNorm; under torchrun a last batch smaller than the number
+        # of ranks would leave one without a share.
+        self.drop_last = self.n_train > batch and 0 < self.n_train % batch < max(2, world)
         self.steps_per_epoch = self.n_train // batch if self.drop_last else math.ceil(self.n_train / batch)
+        self.rank_batches = batch_slices(range(batch), batch, world, 0)[1][0]  # each rank's share of a batch
 
         # loss
         weight = None
@@ -547,6 +331,7 @@ class _Trainer:
             _align_storage(self.model)
         except torch.cuda.OutOfMemoryError as error:
             raise HeadswapError(f"the model does not fit into the memory of {device}; choose a smaller model or the CPU") from error
+        self.group.broadcast_module(self.model)  # every rank starts from rank 0's weights
 
         # freezing
         phase = self.checkpoint.state["phase"] if self.checkpoint else initial_phase(config.freeze)
@@ -559,25 +344,40 @@ class _Trainer:
         if config.cache_features == "auto" and config.freeze == "head" and config.augment == "none":
             head_path, reason = feature_cache.cacheable_head(self.heads)
             if head_path is not None:
-                probe = torch.stack([self.eval_transform(_load(s)) for s in self.split.val[:4]]).to(device)
+                probe = torch.stack([self.eval_transform(load_sample(s)) for s in self.split.val[:4]]).to(device)
                 ok, reason = feature_cache.cache_check(self.model, head_path, probe)
                 if ok:
                     self.cache_head = head_path
             if self.cache_head is None:
                 self.notes.append(f"features are not cached: {reason}; every epoch runs the whole model")
 
-        # data
+        # data: under torchrun each rank loads its share of every batch (batch_slices drops
+        # the last batch itself) and validates its part of the validation split
         self.loader_generator = torch.Generator()
+        self.ddp: nn.Module | None = None
         if self.cache_head is None:
+            rank = self.group.rank
             train_transform = build_transform(self.preprocessing, config.augment, train=True)
-            self.train_sampler = _OrderSampler(self.n_train)
-            self.train_loader = _make_loader(
-                ImageDataset(split.train, train_transform), batch_size=batch, sampler=self.train_sampler,
-                workers=config.workers, device=device, generator=self.loader_generator, drop_last=self.drop_last,
+            self.train_sampler = OrderSampler(self.n_train)
+            self.train_loader = make_loader(
+                ImageDataset(split.train, train_transform), batch_size=self.rank_batches[rank],
+                sampler=self.train_sampler, workers=config.workers, device=device, generator=self.loader_generator,
+                drop_last=self.drop_last and not self.group.distributed,
             )
-            self.val_loader = _make_loader(
-                ImageDataset(split.val, self.eval_transform), batch_size=batch, sampler=None,
-                workers=config.workers, device=device,
+            val_part = torch.tensor_split(torch.arange(self.n_val), world)[rank].tolist()
+            self.val_loader = make_loader(
+                ImageDataset([split.val[i] for i in val_part], self.eval_transform), batch_size=self.rank_batches[rank],
+                sampler=None, workers=config.workers, device=device,
+            )
+            self.val_share = len(val_part)
+        if self.group.distributed:
+            shares = " + ".join(str(n) for n in self.rank_batches)
+            how = (
+                "the backbone pass is shared and every rank trains the head on the gathered features"
+                if self.cache_head is not None else "the model is wrapped in DistributedDataParallel"
+            )
+            self.notes.append(
+                f"{world} processes ({self.group.backend}) share every batch of {batch} ({shares}); {how}"
             )
 
         # optimizer, schedule, resume
@@ -589,6 +389,7 @@ class _Trainer:
         self.start_epoch = 0
         self.global_step = 0
         self._build_optimizer(fresh=True)
+        self._wrap_for_ranks()
         if self.checkpoint is not None:
             self._restore(self.checkpoint)
         else:
@@ -598,6 +399,14 @@ class _Trainer:
         self.best_snapshot: dict[str, torch.Tensor] | None = None
         self.epoch_seconds: list[float] = []
         self.started_at = _now()
+
+    def _wrap_for_ranks(self) -> None:
+        """Under torchrun, a model that trains (not a head on cached features) is wrapped in
+        DDP for what trains now. A cached head trains on the gathered cache on every rank
+        instead: it is small, and that way it learns exactly as in one process."""
+        if self.group.distributed and self.cache_head is None:
+            self.ddp = None  # the old wrapper's gradient hooks go with it
+            self.ddp = distributed.data_parallel(self.model, self.group)
 
     def _phase_epochs(self) -> tuple[int, int]:
         """(first epoch, number of epochs) the current phase's schedule spans."""
@@ -667,9 +476,10 @@ class _Trainer:
 
     def run(self) -> Generator[Event, None, None]:
         try:
-            self._prepare()
-            if self.writer is not None:  # the starting model first: the folder loads from now on
-                self._commit({} if self.resume else {self.weights_name: runs.weights_writer(self.model)}, finished=None)
+            with self.group.together("prepare the run"):
+                self._prepare()
+                if self.writer is not None:  # the starting model first: the folder loads from now on
+                    self._commit({} if self.resume else {self.weights_name: runs.weights_writer(self.model)}, finished=None)
         except BaseException:
             self._cleanup()
             raise
@@ -699,9 +509,9 @@ class _Trainer:
                 if "out of memory" in str(error).lower():
                     reason, message = "failed", self._oom_message(error)
                 else:
-                    reason, message = "failed", _describe(error)
+                    reason, message = "failed", distributed.describe_collective_error(error, self.group) or _describe(error)
             except Exception as error:  # noqa: BLE001 - reported in RunFinished, the process lives on
-                reason, message = "failed", _describe(error)
+                reason, message = "failed", distributed.describe_collective_error(error, self.group) or _describe(error)
             message = self._finish(reason, message)
             yield RunFinished(
                 reason=reason,  # type: ignore[arg-type]
@@ -723,7 +533,7 @@ class _Trainer:
             if not built:
                 return "stopped", "stopped while caching features; nothing was trained"
         for epoch in range(self.start_epoch, c.epochs):
-            if self.stop.is_set():
+            if self.stop.is_set():  # agreed by all ranks under torchrun
                 return "stopped", self._stopped_message(epoch)
             if c.freeze == "gradual" and self.plan.phase == "head" and epoch >= c.unfreeze_after:
                 yield Note(self._unfreeze(epoch))
@@ -782,139 +592,127 @@ class _Trainer:
         return "completed", f"trained {c.epochs} epochs; best val accuracy {self.best_accuracy:.1%} at epoch {self.best_epoch}"
 
     def _build_cache(self) -> Generator[Event, None, bool]:
-        """Run the frozen backbone once over the training and validation images (one loader,
-        so worker processes start once) and keep the head's inputs."""
-        c, device = self.config, self.device
-        total = self.n_train + self.n_val
-        yield Progress(feature_cache.CACHE_STAGE, 0, total)
-        samples = self.split.train + self.split.val
-        loader = _make_loader(ImageDataset(samples, self.eval_transform), batch_size=c.batch_size, sampler=None, workers=c.workers, device=device)
-        try:
-            cached = yield from feature_cache.extract_features(
-                self.model, self.cache_head, loader, device, total=total,
-                autocast_dtype=self.autocast_dtype, channels_last=self.channels_last, stop=self.stop,
-                max_events_per_second=c.max_step_events_per_second,
-            )
-        finally:
-            _close_loader(loader)
-        if cached is None:
-            return False
-        n = self.n_train
-        self.cache_train = feature_cache.CachedSplit(cached.features[:n], cached.labels[:n])
-        self.cache_val = feature_cache.CachedSplit(cached.features[n:], cached.labels[n:])
+        """Run the frozen backbone once over the validation and training images and keep the
+        head's inputs; with ``stream_cache`` the head learns from them as they arrive (see
+        :mod:`streaming`). A stop leaves the head as it was before the run."""
+        c = self.config
         self.head = self.model.get_submodule(self.cache_head)
+        starting_head = {k: v.detach().clone() for k, v in self.head.state_dict().items()}
+        learner = None
+        if c.stream_cache and self.start_epoch == 0:  # a resumed head continues from its checkpoint as it was
+            optimizer = build_optimizer(
+                self.model, self.plan, kind=c.optimizer, lr=c.lr * STREAM_LR_FACTOR, weight_decay=c.weight_decay,
+                backbone_lr_factor=c.backbone_lr_factor,
+            )
+            learner = HeadLearner(self.head, self._optimisation(self.head, optimizer, schedule=None), c.batch_size, c.seed)
+        caches = yield from stream_cache(
+            self.model, self.cache_head, self.split.train, self.split.val, self.eval_transform,
+            device=self.device, batch_size=c.batch_size, workers=c.workers, seed=c.seed,
+            autocast_dtype=self.autocast_dtype, channels_last=self.channels_last, stop=self.stop,
+            max_events_per_second=c.max_step_events_per_second, learner=learner, group=self.group,
+        )
+        if caches is None:
+            self.head.load_state_dict(starting_head)
+            return False
+        self.cache_train, self.cache_val = caches
         return True
 
     def _unfreeze(self, epoch: int) -> str:
         self.plan = plan_freeze(self.model, self.head_paths, self.config.freeze, "full")
         apply_freeze(self.model, self.plan)
         self._build_optimizer(fresh=False)
+        self._wrap_for_ranks()  # DDP reduces the gradients of what trained when it was built
         return (
             f"epoch {epoch + 1}: the backbone is unfrozen and trains at lr × {self.config.backbone_lr_factor:g}; "
             "optimizer and schedule rebuilt"
         )
 
+    def _optimisation(
+        self, forward: Any, optimizer: torch.optim.Optimizer, schedule: Any, step_weights: list[float] | None = None,
+    ) -> Optimisation:
+        scaler = torch.amp.GradScaler("cuda") if self.autocast_dtype == torch.float16 else None
+        return Optimisation(
+            forward=forward, criterion=self.criterion, optimizer=optimizer, device=self.device, schedule=schedule,
+            scaler=scaler if schedule is None else self.scaler, grad_clip=self.config.grad_clip,
+            autocast_dtype=self.autocast_dtype, channels_last=self.channels_last,
+            check_every_step=self.sync_every_step, step_weights=step_weights,
+        )
+
     def _train_epoch(self, epoch: int) -> Generator[Event, None, tuple[str, str] | None]:
-        c, device = self.config, self.device
+        c = self.config
         set_train_mode(self.model, self.plan)
         order = epoch_order(c.seed, epoch, self.n_train)
-        cached = self.cache_head is not None
-        if cached:
-            batches: Iterator[Any] = feature_cache.batches(self.cache_train, c.batch_size, order, drop_last=self.drop_last)
+        weights = None
+        if self.cache_head is not None:
+            batches: Any = feature_cache.batches(self.cache_train, c.batch_size, order, drop_last=self.drop_last)
+            forward = self.head
         else:
-            self.train_sampler.order = order.tolist()
-            self.loader_generator.manual_seed(c.seed * 1_000_003 + epoch + 500_009)  # worker seeds
-            batches = iter(self.train_loader)
-        steps = self.steps_per_epoch
-        interval = 1.0 / c.max_step_events_per_second
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        window_loss = torch.zeros((), device=device)
-        seen = window_images = 0
-        started = window_started = last_event = time.perf_counter()
-        amp = autocast_context(device, self.autocast_dtype)
-        optimizer, scaler = self.optimizer, self.scaler
-        for step, (inputs, targets) in enumerate(batches, 1):
-            inputs = to_device_batch(inputs, device, self.channels_last)
-            targets = targets.to(device, non_blocking=True)
-            optimizer.zero_grad(set_to_none=True)
-            with amp:
-                output = self.head(inputs) if cached else call_model(self.model, inputs)
-                loss, logits = compute_loss(output, targets, self.criterion)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                if c.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(self.trainable, c.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                if c.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(self.trainable, c.grad_clip)
-                optimizer.step()
-            lr = optimizer.param_groups[0]["lr"]
-            self._last_lr = lr
-            self.schedule.step()
-            self.global_step += 1
-            n = int(targets.shape[0])
-            detached = loss.detach().float() * n
-            loss_sum += detached
-            window_loss += detached
-            correct += (logits.detach().argmax(dim=1) == targets).sum()
-            seen += n
-            window_images += n
-            if self.sync_every_step and not math.isfinite(float(detached)):
-                return "diverged", self._diverged_message(epoch + 1, step)
-            now = time.perf_counter()
-            if step == steps or now - last_event >= interval:
-                mean_loss = float(window_loss) / window_images
-                if not math.isfinite(mean_loss):
-                    return "diverged", self._diverged_message(epoch + 1, step)
-                yield StepMetrics(
-                    epoch=epoch + 1, step=step, steps_per_epoch=steps, global_step=self.global_step,
-                    loss=mean_loss, lr=lr, images_per_second=window_images / max(now - window_started, 1e-9),
+            if self.group.distributed:  # this rank's share of every batch of the one-process order
+                self.train_sampler.order, shares = batch_slices(
+                    order, c.batch_size, self.group.world_size, self.group.rank, drop_last=self.drop_last,
                 )
-                window_loss.zero_()
-                window_images = 0
-                window_started = last_event = time.perf_counter()
-            if self.stop.is_set():
-                return "stopped", self._stopped_message(epoch)
-        if seen == 0:
+                weights = loss_weights(shares, self.group.rank)
+            else:
+                self.train_sampler.order = order.tolist()
+            self.loader_generator.manual_seed(c.seed * 1_000_003 + epoch + 500_009)  # worker seeds
+            batches = self.train_loader
+            model = self.ddp or self.model
+            forward = lambda inputs: call_model(model, inputs)  # noqa: E731 - one expression
+        outcome = yield from train_one_epoch(
+            self._optimisation(forward, self.optimizer, self.schedule, weights), batches, epoch=epoch + 1,
+            steps_per_epoch=self.steps_per_epoch, global_step=self.global_step, stop=self.stop,
+            max_events_per_second=c.max_step_events_per_second,
+        )
+        self.global_step = outcome.global_step
+        self._last_lr = outcome.lr
+        if outcome.status == "diverged":
+            return "diverged", self._diverged_message(epoch + 1, outcome.step)
+        if outcome.status == "stopped":
+            return "stopped", self._stopped_message(epoch)
+        if outcome.seen == 0:
             raise HeadswapError("the training split produced no batches")
-        elapsed = max(time.perf_counter() - started, 1e-9)
-        self._epoch_train = (float(loss_sum) / seen, int(correct) / seen, seen / elapsed)
+        if self.ddp is None:  # one process, or a head that every rank trained alike: rank 0's figures
+            loss, accuracy, images_per_second = self.group.from_main(
+                [outcome.loss, outcome.accuracy, outcome.images_per_second]
+            )
+        else:  # the ranks' shares, added up
+            loss_sum, correct, seen, images_per_second = self.group.sum(
+                [outcome.loss * outcome.seen, outcome.accuracy * outcome.seen, outcome.seen, outcome.images_per_second]
+            )
+            loss, accuracy = loss_sum / seen, round(correct) / seen
+        self._epoch_train = (loss, accuracy, images_per_second)
         return None
 
     def _validate(self) -> tuple[float, float] | None:
-        device = self.device
         self.model.eval()
-        amp = autocast_context(device, self.autocast_dtype)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        seen = 0
         if self.cache_head is not None:
-            batches: Any = feature_cache.batches(self.cache_val, self.config.batch_size)
-        else:
-            batches = self.val_loader
-        with torch.no_grad():
-            for inputs, targets in batches:
-                if self.stop.is_set():
-                    return None
-                inputs = to_device_batch(inputs, device, self.channels_last)
-                targets = targets.to(device, non_blocking=True)
-                with amp:
-                    logits = self.head(inputs) if self.cache_head is not None else split_outputs(call_model(self.model, inputs))[0]
-                loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum")
-                correct += (logits.argmax(dim=1) == targets).sum()
-                seen += int(targets.shape[0])
-        return float(loss_sum) / seen, int(correct) / seen
+            measured = validate(
+                self.head, feature_cache.batches(self.cache_val, self.config.batch_size), self.device,
+                autocast_dtype=self.autocast_dtype, stop=self.stop,
+            )
+            return None if measured is None else tuple(self.group.from_main(measured))  # type: ignore[return-value]
+        if self.ddp is None:
+            return validate(
+                model_logits(self.model), self.val_loader, self.device, autocast_dtype=self.autocast_dtype,
+                channels_last=self.channels_last, stop=self.stop,
+            )
+        # Each rank measures its part with rank 0's BatchNorm statistics (the model rank 0
+        # saves); a stop waits for the next step, where the ranks agree on it.
+        self.group.broadcast_module(self.model, buffers_only=True)
+        measured = validate(
+            model_logits(self.model), self.val_loader, self.device, autocast_dtype=self.autocast_dtype,
+            channels_last=self.channels_last,
+        )
+        assert measured is not None  # only a stop ends it early, and it was given none
+        loss, accuracy = measured
+        loss_sum, correct, seen = self.group.sum([loss * self.val_share, accuracy * self.val_share, self.val_share])
+        return loss_sum / seen, round(correct) / seen
 
     # -- saving -----------------------------------------------------------------------------
 
     def _save_epoch(self, epoch: int, is_best: bool) -> None:
         if self.writer is None:
-            if is_best:
+            if is_best and self.group.is_main:  # the other ranks' models end with their process
                 self.best_snapshot = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
             return
         rng: dict[str, Any] = {"torch": torch.get_rng_state().tolist()}
@@ -976,6 +774,7 @@ class _Trainer:
             "seed": self.config.seed,
             "features_cached": self.cache_head is not None,
             "device": describe_device(self.device),
+            **({"distributed": self._distributed_metadata()} if self.group.distributed else {}),
             "finished": finished,
             "started_at": self.recorded.get("started_at") or self.started_at,
             "updated_at": _now(),
@@ -984,10 +783,20 @@ class _Trainer:
         self.weights_name, self.checkpoint_name = weights, checkpoint
         self.committed_epochs = len(manifest["epochs"])
 
+    def _distributed_metadata(self) -> dict[str, Any]:
+        env = distributed.launch_env()
+        return {
+            "world_size": self.group.world_size,
+            "backend": self.group.backend,
+            "processes_per_node": env.local_world_size if env is not None else None,
+            "batch_size_per_rank": list(self.rank_batches),
+            "data_parallel": "ddp" if self.ddp is not None else "gathered feature cache",
+        }
+
     def _finish(self, reason: str, message: str) -> str:
         """Put the best epoch's weights back into the model and record how the run ended."""
         try:
-            kept = self.run_dir / self.weights_name if self.run_dir is not None else None
+            kept = self.run_dir / self.weights_name if self.run_dir is not None and self.group.is_main else None
             if kept is not None and kept.is_file():
                 # the best epoch, or — when none finished — the starting model: a run stopped
                 # in its first epoch leaves no half-trained weights behind
@@ -1013,7 +822,7 @@ class _Trainer:
         for name in ("train_loader", "val_loader"):
             loader = getattr(self, name, None)
             if loader is not None:
-                _close_loader(loader)
+                close_loader(loader)
         if getattr(self, "previous_threads", None) is not None:
             torch.set_num_threads(self.previous_threads)
             self.previous_threads = None
@@ -1024,6 +833,8 @@ class _Trainer:
             self.model.to(memory_format=torch.contiguous_format)
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+        self.ddp = None
+        self.group.close()
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -1059,43 +870,6 @@ def dataset_classes(n: int) -> str:
     return f"{n} class{'es' if n != 1 else ''}"
 
 
-def _make_loader(
-    dataset: Any,
-    *,
-    batch_size: int,
-    sampler: Sampler[int] | None,
-    workers: int,
-    device: torch.device | None,
-    generator: torch.Generator | None = None,
-    drop_last: bool = False,
-) -> DataLoader:
-    """A DataLoader that never forks: worker processes are spawned (safe next to Qt's threads)
-    and persist across epochs."""
-    options: dict[str, Any] = {}
-    if workers > 0:
-        options = {"num_workers": workers, "multiprocessing_context": "spawn", "persistent_workers": True}
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        shuffle=False,
-        drop_last=drop_last,
-        generator=generator,
-        pin_memory=device is not None and device.type == "cuda",
-        **options,
-    )
-
-
-def _close_loader(loader: DataLoader) -> None:
-    """Shut persistent workers down now, on this thread."""
-    iterator = getattr(loader, "_iterator", None)
-    if iterator is not None:
-        shutdown = getattr(iterator, "_shutdown_workers", None)
-        if shutdown is not None:
-            shutdown()
-        loader._iterator = None
-
-
 def _align_storage(model: nn.Module) -> None:
     """Give weights that are views into a loaded file's buffer (safetensors) their own
     64-byte-aligned memory: vectorised CPU kernels round differently on unaligned data, which
@@ -1104,12 +878,6 @@ def _align_storage(model: nn.Module) -> None:
         for tensor in list(model.parameters()) + list(model.buffers()):
             if tensor.device.type == "cpu" and tensor.numel() and tensor.data_ptr() % 64:
                 tensor.data = tensor.data.clone()
-
-
-def _load(sample: ImageSample) -> Any:
-    from .images import load_image
-
-    return load_image(sample.path)
 
 
 def _paths(split: SplitInfo) -> tuple[tuple[str, ...], tuple[str, ...]]:
