@@ -35,6 +35,7 @@ class ActionStates:
     stop_training: bool
     save_run: bool
     export: bool
+    run_on_cluster: bool  # write the run as a cluster job: it reads the model's source, not its weights
 
 
 def action_states(f: WorkbenchFacts) -> ActionStates:
@@ -50,4 +51,5 @@ def action_states(f: WorkbenchFacts) -> ActionStates:
         stop_training=f.training,
         save_run=f.has_run and not f.training,
         export=f.has_model and not f.model_busy,
+        run_on_cluster=f.has_model and f.has_data and not f.loading,
     )

@@ -13,6 +13,8 @@ a glance.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import fields
+from operator import attrgetter
 from typing import Any
 
 from PySide6.QtCore import (
@@ -65,6 +67,9 @@ _INSIDE_HEAD_TINT = QColor(255, 179, 0, 28)
 _ICON_COLOUR = QColor(230, 140, 0)
 
 Index = QModelIndex | QPersistentModelIndex
+
+_shown = attrgetter(*(f.name for f in fields(LayerRecord) if f.name != "children"))
+"""What a row shows of its record, as a tuple (its children are rows of their own)."""
 
 
 class _Node:
@@ -147,6 +152,37 @@ class LayerTreeModel(QAbstractItemModel):
         if record is not None:
             self._root = self._build(record)
         self.endResetModel()
+
+    def update_records(self, record: LayerRecord) -> bool:
+        """Show ``record`` in place of the current tree when both have the same modules in the
+        same places (a run froze or unfroze layers, a head got new weights): no reset, so views
+        keep their expansion, selection and scroll position, and ``dataChanged`` covers only the
+        rows whose record changed (none: nothing is emitted). Returns False, changing nothing,
+        when the modules differ (or no tree is shown): :meth:`set_root` is for that."""
+        if self._root is None:
+            return False
+        pairs: list[tuple[_Node, LayerRecord]] = []
+        stack = [(self._root, record)]
+        while stack:
+            node, new = stack.pop()
+            if new.path != node.record.path or len(new.children) != len(node.children):
+                return False
+            pairs.append((node, new))
+            stack.extend(zip(node.children, new.children))
+        changed: dict[int, tuple[_Node | None, list[int]]] = {}  # id(parent) → (parent, changed rows)
+        for node, new in pairs:
+            if _shown(new) != _shown(node.record):
+                changed.setdefault(id(node.parent), (node.parent, []))[1].append(node.row)
+            node.record = new
+        self._heads = [n for n in _walk(self._root) if n.record.head_role]
+        last = len(COLUMNS) - 1
+        for parent, rows in changed.values():
+            siblings = parent.children if parent is not None else [self._root]
+            first, final = min(rows), max(rows)
+            self.dataChanged.emit(
+                self.createIndex(first, 0, siblings[first]), self.createIndex(final, last, siblings[final])
+            )
+        return True
 
     def index_for_path(self, path: str) -> QModelIndex:
         """The Name-column index of the module at dotted ``path`` ("" = root); invalid if absent."""

@@ -95,6 +95,8 @@ _CLOSE_WAIT_MS = 30_000
 _DEFAULT_SIZE = (1400, 900)  # where the screen has room
 _MODEL_PANE_SHARE = 38  # per cent of the width for the model tree
 _TAB_DATA, _TAB_TRAIN, _TAB_RESULTS, _TAB_TRY, _TAB_RUNS = "data", "train", "results", "try", "runs"
+_TAB_LABELS = "labels"
+_TAB_MAP = "map"
 
 
 class MainWindow(QMainWindow):
@@ -150,6 +152,8 @@ class MainWindow(QMainWindow):
         self.plots_view: Any = None
         self.results_panel: Any = None
         self.try_panel: Any = None
+        self.labels_panel: Any = None
+        self.map_panel: Any = None
         self.runs_panel: Any = None
         self.loads = LoadController(self)
         self.training = TrainingController(self, self._runs_root)
@@ -219,6 +223,10 @@ class MainWindow(QMainWindow):
             "stopTrainingAction", self.tr("S&top training"), "Esc",
             self.tr("Stop after the current step; the best epoch so far is kept"),
         )
+        self.cluster_action = self._action(
+            "runOnClusterAction", self.tr("Run on a &cluster…"), None,
+            self.tr("Write this run as a config file with a torchrun command and a Slurm script, for more GPUs"),
+        )
         self.model_pane_action = self._action(
             "modelPaneAction", self.tr("&Model pane"), "Ctrl+B",
             self.tr("Show or hide the model and its layers on the left, for more room on a small screen"),
@@ -228,6 +236,8 @@ class MainWindow(QMainWindow):
         self.page_actions = []
         for number, (key, title) in enumerate(
             ((_TAB_DATA, self.tr("&Data")), (_TAB_TRAIN, self.tr("&Train")), (_TAB_RESULTS, self.tr("&Results")),
+             (_TAB_LABELS, self.tr("Check &labels")),
+             (_TAB_MAP, self.tr("Ma&p")),
              (_TAB_TRY, self.tr("Tr&y it")), (_TAB_RUNS, self.tr("Ru&ns"))),
             start=1,
         ):
@@ -265,6 +275,8 @@ class MainWindow(QMainWindow):
         train_menu.setObjectName("trainingMenu")
         train_menu.addAction(self.start_action)
         train_menu.addAction(self.stop_action)
+        train_menu.addSeparator()
+        train_menu.addAction(self.cluster_action)
         view_menu = bar.addMenu(self.tr("&View"))
         view_menu.setObjectName("viewMenu")
         view_menu.addAction(self.model_pane_action)
@@ -289,6 +301,8 @@ class MainWindow(QMainWindow):
             (_TAB_DATA, self.tr("Data")),
             (_TAB_TRAIN, self.tr("Train")),
             (_TAB_RESULTS, self.tr("Results")),
+            (_TAB_LABELS, self.tr("Check labels")),
+            (_TAB_MAP, self.tr("Map")),
             (_TAB_TRY, self.tr("Try it")),
             (_TAB_RUNS, self.tr("Runs")),
         ):
@@ -347,6 +361,7 @@ class MainWindow(QMainWindow):
         self.show_head_action.triggered.connect(self.model_panel.focus_head)
         self.start_action.triggered.connect(self._on_start_action_triggered)
         self.stop_action.triggered.connect(self.stop_training)
+        self.cluster_action.triggered.connect(self._on_cluster_action_triggered)
         self.about_action.triggered.connect(self._on_about_action_triggered)
         self.shortcuts_action.triggered.connect(self.show_shortcuts)
         self.model_pane_action.toggled.connect(self.set_model_pane_visible)
@@ -386,7 +401,9 @@ class MainWindow(QMainWindow):
         current = self.tabs.currentIndex()
         # Imported here, not at the top: they pull in torch and pyqtgraph, which the first paint
         # must not wait for. Plain import statements, so a bundler sees every page.
+        from headswap_gui.gui.check_labels_panel import CheckLabelsPanel
         from headswap_gui.gui.data_panel import DataPanel
+        from headswap_gui.gui.map_panel import MapPanel
         from headswap_gui.gui.plots import TrainingPlotsView
         from headswap_gui.gui.results_panel import ResultsPanel
         from headswap_gui.gui.runs_panel import RunsPanel
@@ -399,6 +416,10 @@ class MainWindow(QMainWindow):
         self.results_panel = self._named(ResultsPanel(self))
         self.try_panel = self._named(TryPanel(self))
         self.try_panel.model_lease = self.model_lease
+        self.labels_panel = self._named(CheckLabelsPanel(self.undo_stack, self))
+        self.labels_panel.model_lease = self.model_lease
+        self.map_panel = self._named(MapPanel(self))
+        self.map_panel.model_lease = self.model_lease
 
         self.runs_panel = RunsPanel(self, root=self._runs_root)
 
@@ -416,6 +437,8 @@ class MainWindow(QMainWindow):
             _TAB_DATA: self.data_panel,
             _TAB_TRAIN: self.train_page,
             _TAB_RESULTS: self.results_panel,
+            _TAB_LABELS: self.labels_panel,
+            _TAB_MAP: self.map_panel,
             _TAB_TRY: self.try_panel,
             _TAB_RUNS: self.runs_panel,
         }
@@ -464,6 +487,18 @@ class MainWindow(QMainWindow):
             self.results_panel.imageActivated.connect(self.show_image)
         if self.try_panel is not None:
             self.try_panel.imageActivated.connect(self.show_image)
+        if self.labels_panel is not None:
+            self.labels_panel.imageActivated.connect(self.show_image)
+            if self.data_panel is not None:  # the folder changed on disk: the Data page scans it again
+                self.labels_panel.rescanRequested.connect(self.data_panel.load_folder)
+            self.labels_panel.retrainRequested.connect(self._on_start_action_triggered)
+            self.labels_panel.set_dataset(self.dataset())
+        if self.map_panel is not None:
+            self.map_panel.imageActivated.connect(self.show_image)
+            queue_moves = getattr(self.labels_panel, "queue_moves", None)  # the Check labels page moves the files
+            if queue_moves is not None:
+                self.map_panel.relabelRequested.connect(queue_moves)
+            self.map_panel.set_dataset(self.dataset())
         self.runs_panel.openRequested.connect(self.open_run)
         self.runs_panel.resumeRequested.connect(self.resume_run)
         self.runs_panel.compareRequested.connect(self.compare_run)
@@ -662,7 +697,12 @@ class MainWindow(QMainWindow):
         loaded = self.controller.loaded
         if self.try_panel is not None:
             self.try_panel.set_head_is_new(self.state.head_is_new())
-            self.try_panel.set_model(None if self.is_training() else loaded)
+        for page in (self.try_panel, self.labels_panel, self.map_panel):
+            if page is not None:
+                page.set_model(None if self.is_training() else loaded)
+        if self.results_panel is not None:  # its heatmaps; while training the worker owns the model
+            self.results_panel.model_lease = self.model_lease
+            self.results_panel.set_model(loaded, training=self.is_training())
         if loaded is not None and self.training_panel is not None:
             self.training_panel.set_model_input_size(loaded.preprocessing.input_size)
 
@@ -798,6 +838,10 @@ class MainWindow(QMainWindow):
                 message += self.tr(" — the head has {m} outputs; Start replaces it with a Linear head for {n} "
                                    "classes (or choose a design with Ctrl+H)").format(m=head, n=n)
             self.statusBar().showMessage(message, 10000)
+        if self.labels_panel is not None:
+            self.labels_panel.set_dataset(info)
+        if self.map_panel is not None:
+            self.map_panel.set_dataset(info)
         self.runs.dataset_ready(info)
 
     @Slot(str)
@@ -919,6 +963,39 @@ class MainWindow(QMainWindow):
             return
         self.start_training(config)
 
+    @Slot()
+    def _on_cluster_action_triggered(self) -> None:
+        self.run_on_cluster()
+
+    def run_on_cluster(self, folder: str | None = None) -> QDialog | None:
+        """Write the current run (model source, image folder, head, Train page settings) as a
+        cluster job into ``folder`` (asked for when not given); returns the open dialog that
+        says where the files are."""
+        from headswap_gui.core.errors import HeadswapError
+        from headswap_gui.gui.cluster_dialog import ClusterJobDialog, write_job
+        from headswap_gui.gui.prompts import ClusterFolderPrompt
+
+        try:
+            config = self.current_training_config()
+        except HeadswapError as error:
+            self.show_error(self.tr("Invalid training settings"), explain(error))
+            return None
+        if config is None or self.controller.loaded is None or self.dataset() is None:
+            return None
+        folder = folder or ClusterFolderPrompt.ask(self, str(Path.home()))
+        if not folder:
+            return None
+        try:
+            job = write_job(self, folder, config)
+        except (HeadswapError, OSError) as error:
+            self.show_error(self.tr("Could not write the cluster job"), explain(error))
+            return None
+        dialog = ClusterJobDialog(self, job)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
+        self.statusBar().showMessage(self.tr("Cluster job written to {path}").format(path=folder), 10000)
+        return dialog
+
     # ================================================================== runs ==============
 
     def set_last_run_dir(self, folder: str | None) -> None:
@@ -926,7 +1003,7 @@ class MainWindow(QMainWindow):
         self.state.update(run_dir=folder)
 
     def show_page(self, key: str) -> None:
-        """Bring a page to the front: "data", "train", "results", "try" or "runs"."""
+        """Bring a page to the front: "data", "train", "results", "labels", "map", "try" or "runs"."""
         self.tabs.setCurrentIndex(self._tab_keys.index(key))
 
     @Slot(str)
@@ -961,6 +1038,8 @@ class MainWindow(QMainWindow):
         if self.try_panel is not None:
             self.give_model_to_pages()  # none while training: the worker owns the model
             self.try_panel.setEnabled(not running)
+        if self.labels_panel is not None:
+            self.labels_panel.setEnabled(not running)  # no file moves under a run's DataLoader
         if self.data_panel is not None:
             self.data_panel.setEnabled(not running)
         self.runs_panel.set_busy(running)
@@ -1117,8 +1196,11 @@ class MainWindow(QMainWindow):
         self.redo_action.setText(self.tr("&Redo {what}").format(what=redo_text) if redo_text else self.tr("&Redo"))
         self.show_head_action.setEnabled(states.show_head)
         self.start_action.setEnabled(states.start_training)
+        self.cluster_action.setEnabled(states.run_on_cluster)
         if self.data_panel is not None:
             self.data_panel.set_can_train(states.start_training, self._why_no_training())
+        if self.labels_panel is not None:
+            self.labels_panel.set_can_train(states.start_training)
         self.stop_action.setEnabled(states.stop_training)
         self.save_run_action.setEnabled(states.save_run)
         self.export_action.setEnabled(states.export)
@@ -1199,7 +1281,8 @@ class MainWindow(QMainWindow):
         self._closing = True
         deadline = time.monotonic() + timeout_ms / 1000
         ok = self.jobs.stop_all(timeout_ms)  # asks the panels' jobs to stop too
-        for panel in (self.data_panel, self.results_panel, self.try_panel, self.model_panel):
+        panels = (self.data_panel, self.results_panel, self.try_panel, self.labels_panel, self.map_panel, self.model_panel)
+        for panel in panels:
             if panel is not None:
                 ok = panel.shutdown(max(0, int((deadline - time.monotonic()) * 1000))) and ok
         return ok

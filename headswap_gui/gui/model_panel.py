@@ -885,6 +885,16 @@ class ModelPanel(QWidget):
     def _on_controller_treeChanged(self, record: LayerRecord | None) -> None:
         focus_head = self._focus_head
         self._focus_head = False
+        if not self._new_model and record is not None and self.tree_model.update_records(record):
+            # The same modules (a run froze the backbone, a head was retrained): updated in
+            # place, which keeps the view as the user left it and costs no reset, re-expansion
+            # or re-selection on the GUI thread as a run starts.
+            selected = self.selected_path()
+            if selected is not None:
+                self._show_details(self.tree_model.record_at(self.tree_model.index_for_path(selected)))
+            if focus_head:
+                self.focus_head()
+            return
         expanded = set() if self._new_model else self._expanded_paths()
         new_model, self._new_model = self._new_model, False
         selected = self.selected_path()

@@ -6,13 +6,21 @@ smoothing slider, a log-y toggle, and a marker on the best epoch.
 
 Performance: each curve is created once; events append into numpy buffers that double when
 full, and a short coalescing timer hands pyqtgraph views of the filled part. A flood of events
-therefore costs one ``setData`` per frame, not one per event, and only the plots whose data
+therefore costs one ``setData`` per redraw, not one per event, and only the plots whose data
 changed are touched: a step redraws the loss plot, the two per-epoch plots (and the title that
-names the best epoch) wait for the next epoch. Redraws come at most five times a second: a
+names the best epoch) wait for the next epoch. Redraws come at most four times a second, and
+only while the view is visible (a hidden Train page buffers and draws once when shown): a
 pyqtgraph redraw is Python work on the GUI thread that holds the GIL, and the training thread
 needs the GIL between its kernels, so every redraw slows training a little (measured in
-``bench/bench_gui_throughput.py``). The step curves downsample (peak mode) and clip
-to the visible range, so hours of steps still pan smoothly.
+``bench/bench_gui_throughput.py``). What a redraw paints is kept small too: the axes, which
+draw the grid over the data area, are cached as pixmaps that a curve update blits instead of
+re-rendering every tick label, and the loss plot's ranges rarely move, so the cache holds. The
+step axis spans the whole planned run (it grows only when a run outlasts its plan); the loss
+axis is refit only when a point leaves it or the points fill less than half of it, leaving
+room below for the loss to fall into (an autoranged axis re-ticks on every new low, i.e. on
+most steps of a falling loss). Once the user pans or zooms the loss plot, its ranges are
+theirs until the next run. The step curves downsample (peak mode) and clip to the visible
+range, so hours of steps still pan smoothly.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from PySide6.QtCore import QEvent, Qt, QTimer, Signal, Slot  # noqa: E402
 from PySide6.QtGui import QColor, QPalette  # noqa: E402
 from PySide6.QtWidgets import (  # noqa: E402
     QCheckBox,
+    QGraphicsItem,
     QGraphicsLinearLayout,
     QGraphicsWidget,
     QHBoxLayout,
@@ -43,7 +52,7 @@ from PySide6.QtWidgets import (  # noqa: E402
     QWidget,
 )
 
-from headswap_gui.core.events import EpochMetrics, StepMetrics  # noqa: E402
+from headswap_gui.core.events import CacheValidation, EpochMetrics, RunStarted, StepMetrics  # noqa: E402
 
 __all__ = ["TrainingPlotsView", "ema_smooth", "CSV_COLUMNS"]
 
@@ -64,7 +73,11 @@ CSV_COLUMNS: tuple[str, ...] = (
 _DEFAULT_SMOOTHING = 0.6
 _SLIDER_STEPS = 100  # slider value v means smoothing v / 100, 0 .. 0.99
 _REFRESH_MS = 40  # a redraw waits this long for more events to coalesce
-_MIN_REDRAW_INTERVAL_MS = 200  # and comes at most 5 times a second (see TrainingPlotsView)
+_MIN_REDRAW_INTERVAL_MS = 250  # and comes at most 4 times a second (see the module docstring)
+_MIN_STEP_SPAN = 16  # the step axis of a run of unknown length starts at 0 … 16 and doubles
+_LOSS_FILL = 0.5  # the loss points fill at least this part of the loss axis, or it is refit
+_LOSS_ROOM_BELOW = 0.5  # a refit leaves this part of the points' spread free below them
+_LOSS_MARGIN = 0.1  # and this part above
 
 
 def ema_smooth(values: Sequence[float] | np.ndarray, weight: float) -> np.ndarray:
@@ -205,12 +218,15 @@ class _Theme:
 class TrainingPlotsView(QWidget):
     """Three live plots of a training run plus smoothing and log-scale controls.
 
-    Feed it core events with :meth:`add_event` (connect it to ``GeneratorRunner.eventEmitted``);
-    events other than StepMetrics and EpochMetrics are ignored.
+    Feed it core events with :meth:`add_event` (connect it to ``GeneratorRunner.eventEmitted``):
+    StepMetrics and EpochMetrics are drawn, RunStarted says how long the run will be (the axes
+    span it), anything else is ignored. ``curvesChanged`` is emitted after each redraw that
+    handed the curves new data.
     """
 
     smoothingChanged = Signal(float)
     logScaleChanged = Signal(bool)
+    curvesChanged = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -219,10 +235,17 @@ class TrainingPlotsView(QWidget):
         self._epochs = _Columns(
             ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "is_best")
         )
+        # While the feature cache fills: the head's validation at each chunk end, at x = the
+        # fraction of the first epoch's images cached (0 … 1, left of epoch 1).
+        self._streamed = _Columns(("fraction", "val_loss", "val_accuracy"))
         self._smoothing = _DEFAULT_SMOOTHING
         self._ema = _EmaState(self._smoothing)
         self._best_epoch: int | None = None
         self._planned_epochs = 0  # the run's epoch count: the epoch axes span 1 … this
+        self._steps_per_epoch = 0  # the last known; with _planned_epochs, the step axis's span
+        self._step_span = 0.0  # the step axis's upper end as last set (0: not set yet)
+        self._loss_range: tuple[float, float] | None = None  # the loss axis as last fit (view units)
+        self._ranges_by_user = False  # the user panned or zoomed the loss plot: leave its ranges
         self._best_point: tuple[float, float] | None = None
         self._applying_theme = False
         self._steps_dirty = False  # step data not yet handed to the curves
@@ -232,6 +255,7 @@ class TrainingPlotsView(QWidget):
 
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setTimerType(Qt.TimerType.PreciseTimer)  # a coarse one fires up to 5 % early
         self._refresh_timer.setInterval(_REFRESH_MS)
         self._refresh_timer.timeout.connect(self._on_refresh_timer_timeout)
 
@@ -306,12 +330,13 @@ class TrainingPlotsView(QWidget):
             plot.getViewBox().setDefaultPadding(0.03)
         loss.setDownsampling(auto=True, mode="peak")
         loss.setClipToView(True)
+        loss.getViewBox().sigRangeChangedManually.connect(self._on_loss_view_sigRangeChangedManually)
 
         # Legends sit above the data area, not on it: curves reach every corner of these plots
         # (accuracy climbs into the top right, loss falls into the bottom right).
         self._loss_legend = _legend_outside(loss, columns=2, in_title_row=True)
-        self._acc_legend = _legend_outside(acc, columns=3, in_title_row=False)
-        self._eloss_legend = _legend_outside(eloss, columns=2, in_title_row=False)
+        self._acc_legend = _legend_outside(acc, columns=4, in_title_row=False)
+        self._eloss_legend = _legend_outside(eloss, columns=3, in_title_row=False)
 
         self._raw_curve = loss.plot(name="raw")
         self._smooth_curve = loss.plot(name="smoothed")
@@ -320,9 +345,16 @@ class TrainingPlotsView(QWidget):
         self._best_point_item = acc.plot(name="best", pen=None, symbol="star", symbolSize=14)
         self._train_eloss_curve = eloss.plot(name="train", symbol="o", symbolSize=5)
         self._val_eloss_curve = eloss.plot(name="val", symbol="o", symbolSize=5)
+        self._stream_acc_curve = acc.plot(name="val, caching", symbol="o", symbolSize=4)
+        self._stream_eloss_curve = eloss.plot(name="val, caching", symbol="o", symbolSize=4)
         for curve in (self._raw_curve, self._smooth_curve):
             curve.setDownsampling(auto=True, method="peak")
             curve.setClipToView(True)
+        # The left and bottom axes draw the grid across the data area, so every curve update
+        # repaints them: from a cached pixmap, re-rendered only when the axis itself changes.
+        for plot in (loss, acc, eloss):
+            for side in ("left", "bottom"):
+                plot.getAxis(side).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
         # Another run's validation curves, for comparison (Runs page → Compare); hidden until set.
         self._compare_acc_curve = pg.PlotDataItem(symbol="t", symbolSize=5)
         self._compare_eloss_curve = pg.PlotDataItem(symbol="t", symbolSize=5)
@@ -387,6 +419,10 @@ class TrainingPlotsView(QWidget):
                 curve.setSymbolBrush(pg.mkBrush(colour))
             for curve in (self._train_acc_curve, self._train_eloss_curve):
                 curve.setPen(pg.mkPen(theme.train, width=2, style=Qt.PenStyle.DashLine))
+            for curve in (self._stream_acc_curve, self._stream_eloss_curve):
+                curve.setPen(pg.mkPen(theme.val, width=1, style=Qt.PenStyle.DotLine))
+                curve.setSymbolPen(pg.mkPen(theme.val))
+                curve.setSymbolBrush(pg.mkBrush(theme.background))  # hollow: not an epoch
             self._best_point_item.setSymbolPen(pg.mkPen(theme.best))
             self._best_point_item.setSymbolBrush(pg.mkBrush(theme.best))
             for line in self._best_lines:
@@ -398,8 +434,15 @@ class TrainingPlotsView(QWidget):
 
     @Slot(object)
     def add_event(self, event: object) -> None:
-        """Record a StepMetrics or EpochMetrics; anything else is ignored."""
+        """Record a StepMetrics, CacheValidation or EpochMetrics, or a RunStarted's planned
+        length; anything else is ignored. Drawn at the next coalesced redraw (when the view is
+        visible)."""
+        if isinstance(event, RunStarted):
+            self._planned_epochs = max(self._planned_epochs, int(event.epochs))
+            self._steps_per_epoch = int(event.steps_per_epoch)
+            return
         if isinstance(event, StepMetrics):
+            self._steps_per_epoch = int(event.steps_per_epoch)
             loss = float(event.loss)
             self._steps.append(
                 (
@@ -411,6 +454,9 @@ class TrainingPlotsView(QWidget):
                     self._ema.push(loss),
                 )
             )
+        elif isinstance(event, CacheValidation):
+            self._streamed.append((event.cached / max(event.total, 1), float(event.val_loss), float(event.val_accuracy)))
+            self._epochs_dirty = True
         elif isinstance(event, EpochMetrics):
             self._epochs.append(
                 (
@@ -432,7 +478,7 @@ class TrainingPlotsView(QWidget):
             return
         if isinstance(event, StepMetrics):
             self._steps_dirty = True
-        if not self._refresh_timer.isActive():
+        if self.isVisible() and not self._refresh_timer.isActive():  # hidden: showEvent draws
             since = (time.monotonic() - self._last_redraw) * 1000.0
             self._refresh_timer.start(int(max(_REFRESH_MS, _MIN_REDRAW_INTERVAL_MS - since)))
 
@@ -446,10 +492,15 @@ class TrainingPlotsView(QWidget):
         """Forget all data (e.g. before a new run); smoothing and log settings stay."""
         self._steps.clear()
         self._epochs.clear()
+        self._streamed.clear()
         self._ema = _EmaState(self._smoothing)
         self._best_epoch = None
         self._best_point = None
         self._planned_epochs = 0
+        self._steps_per_epoch = 0
+        self._step_span = 0.0
+        self._loss_range = None
+        self._ranges_by_user = False
         self.refresh()
 
     def refresh(self) -> None:
@@ -457,6 +508,7 @@ class TrainingPlotsView(QWidget):
         self._refresh_timer.stop()
         self._refresh_steps()
         self._refresh_epochs()
+        self.curvesChanged.emit()
 
     def _refresh_changed(self) -> None:
         """The coalesced redraw: only the plots whose data changed since the last one.
@@ -465,11 +517,14 @@ class TrainingPlotsView(QWidget):
         title change re-lays out the whole grid, so repainting the per-epoch plots on each step
         would cost the GUI thread (and, through the GIL, the training thread) for nothing.
         """
+        if not (self._steps_dirty or self._epochs_dirty):
+            return
         self._last_redraw = time.monotonic()
         if self._steps_dirty:
             self._refresh_steps()
         if self._epochs_dirty:
             self._refresh_epochs()
+        self.curvesChanged.emit()
 
     def _refresh_steps(self) -> None:
         self._steps_dirty = False
@@ -477,6 +532,46 @@ class TrainingPlotsView(QWidget):
         x = steps.column("global_step")
         self._raw_curve.setData(x, steps.column("loss"), connect="finite")
         self._smooth_curve.setData(x, steps.column("smoothed"), connect="finite")
+        if not self._ranges_by_user:
+            self._fit_step_axis()
+            self._fit_loss_axis()
+
+    def _fit_step_axis(self) -> None:
+        """The step axis spans 0 … the planned run's steps, so a new step moves no tick (an
+        autoranged axis re-ticks, and repaints its grid, on every point); a run that outlasts
+        its plan, or one of unknown length, doubles the span when a step passes its end."""
+        steps = self._steps.column("global_step")
+        last = float(np.nanmax(steps)) if len(steps) else 0.0
+        span = float(max(self._planned_epochs * self._steps_per_epoch, self._step_span, _MIN_STEP_SPAN))
+        while span < last:
+            span *= 2
+        if span != self._step_span:
+            self._step_span = span
+            self._loss_plot.setXRange(0, span, padding=0)
+
+    def _fit_loss_axis(self) -> None:
+        """The loss axis keeps its range while every finite point lies inside it and the
+        points span at least half of it; else it is refit around them, with room below (down
+        to zero at most, for losses that cannot go lower), so a falling loss moves the axis a
+        few times per run instead of on every step. In view units: log10 of the positive
+        losses on a log axis."""
+        y = self._steps.column("loss")
+        if self.log_scale():
+            y = np.log10(y[y > 0])
+        y = y[np.isfinite(y)]
+        if not len(y):
+            return
+        low, high = float(y.min()), float(y.max())
+        if self._loss_range is not None:
+            shown_low, shown_high = self._loss_range
+            if shown_low <= low and high <= shown_high and high - low >= _LOSS_FILL * (shown_high - shown_low):
+                return
+        spread = high - low or max(abs(high), 1.0)
+        bottom = low - _LOSS_ROOM_BELOW * spread
+        if not self.log_scale() and low >= 0.0:
+            bottom = max(bottom, 0.0)
+        self._loss_range = (bottom, high + _LOSS_MARGIN * spread)
+        self._loss_plot.setYRange(*self._loss_range, padding=0)
 
     def _refresh_epochs(self) -> None:
         self._epochs_dirty = False
@@ -486,6 +581,9 @@ class TrainingPlotsView(QWidget):
         self._val_acc_curve.setData(ex, epochs.column("val_accuracy"), connect="finite")
         self._train_eloss_curve.setData(ex, epochs.column("train_loss"), connect="finite")
         self._val_eloss_curve.setData(ex, epochs.column("val_loss"), connect="finite")
+        sx = self._streamed.column("fraction")
+        self._stream_acc_curve.setData(sx, self._streamed.column("val_accuracy"), connect="finite")
+        self._stream_eloss_curve.setData(sx, self._streamed.column("val_loss"), connect="finite")
         self._fit_epoch_axes()
         self._update_accuracy_title()
         if self._best_point is None:
@@ -504,12 +602,13 @@ class TrainingPlotsView(QWidget):
 
     def _fit_epoch_axes(self) -> None:
         """The epoch axes span 1 … the run's epochs (and the compared run's), not −1 … 3
-        around the first point as autorange would."""
+        around the first point as autorange would; from 0 when the head's validations while
+        the cache filled (fractions of the first epoch) are drawn."""
         drawn = [self._epochs.column("epoch"), self._compare_acc_curve.xData]
         last = max((float(np.nanmax(x)) for x in drawn if x is not None and len(x)), default=0.0)
         span = max(float(self._planned_epochs), last, 1.0)
         for plot in (self._acc_plot, self._eloss_plot):
-            plot.setXRange(0.75, span + 0.25, padding=0)
+            plot.setXRange(-0.05 if len(self._streamed) else 0.75, span + 0.25, padding=0)
 
     def _update_accuracy_title(self, *, force: bool = False) -> None:
         title = self.tr("Accuracy per epoch")
@@ -622,12 +721,26 @@ class TrainingPlotsView(QWidget):
 
     @Slot(bool)
     def _on_log_checkbox_toggled(self, checked: bool) -> None:
-        self._loss_plot.setLogMode(x=False, y=checked)
+        self._loss_plot.setLogMode(x=False, y=checked)  # which turns autorange back on
+        self._loss_range, self._step_span = None, 0.0  # the loss axis is in other units now
+        if not self._ranges_by_user:
+            self._fit_step_axis()
+            self._fit_loss_axis()
         self._update_loss_label()
         self.logScaleChanged.emit(checked)
 
+    @Slot(object)
+    def _on_loss_view_sigRangeChangedManually(self, _mask: object) -> None:
+        self._ranges_by_user = True
+
     @Slot()
     def _on_refresh_timer_timeout(self) -> None:
+        if self.isVisible():  # hidden meanwhile: showEvent draws what is buffered
+            self._refresh_changed()
+
+    def showEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override
+        """Draw what was buffered while hidden before the first paint shows stale curves."""
+        super().showEvent(event)
         self._refresh_changed()
 
     def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override

@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox, QWidget
 
 __all__ = [
     "ArchitecturePrompt",
+    "ClusterFolderPrompt",
     "ExportPrompt",
     "OpenModelPrompt",
     "ReplaceTrainedHeadQuestion",
@@ -114,6 +115,15 @@ class ExportPrompt:
         if fmt is None:
             fmt = "torchscript" if path.lower().endswith((".pt", ".pth")) else "onnx"
         return fmt, path
+
+
+class ClusterFolderPrompt:
+    """Where to write a cluster job (config, torchrun and sbatch scripts)."""
+
+    @classmethod
+    def ask(cls, parent: QWidget | None, start: str = "") -> str | None:
+        path = QFileDialog.getExistingDirectory(parent, "Folder for the cluster job", start)
+        return path or None
 
 
 class OpenModelPrompt:

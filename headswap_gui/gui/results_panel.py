@@ -4,6 +4,12 @@ Everything is computed by ``core.metrics`` from the per-image predictions the ev
 produced; this module only lays it out: a per-class table (precision, recall, F1, support), a
 confusion matrix whose cells list their images when clicked, and a gallery of the validation
 images the model got wrong, the most confidently wrong (highest loss) first.
+
+Above the two image lists, the Heatmap row (``heatmaps.py``, the same as on the Try it page)
+tints each thumbnail by where the current model looks for the predicted class, or for a class
+picked there: to see *why* a cat was taken for a fox. Only the images on screen are explained,
+lazily, and a job on images that are no longer shown (another cell, another tab, a scroll) is
+stopped.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from PySide6.QtCore import (
     QAbstractTableModel,
     QEvent,
     QModelIndex,
+    QObject,
     QPersistentModelIndex,
     QPoint,
     QRect,
@@ -32,12 +39,15 @@ from PySide6.QtGui import (
     QFont,
     QFontMetrics,
     QHelpEvent,
+    QHideEvent,
+    QIcon,
     QKeyEvent,
     QMouseEvent,
     QPainter,
     QPaintEvent,
     QPalette,
     QPen,
+    QShowEvent,
 )
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -58,7 +68,9 @@ from PySide6.QtWidgets import (
 )
 
 from headswap_gui.core import metrics
-from headswap_gui.gui.thumbnails import ThumbnailLoader, icon_for
+from headswap_gui.gui.heatmaps import HeatmapController
+from headswap_gui.gui.jobs import ModelLease
+from headswap_gui.gui.thumbnails import ThumbnailLoader, fit_pixmap, icon_for
 
 __all__ = ["ConfusionMatrixView", "ResultsPanel"]
 
@@ -458,6 +470,8 @@ class ResultsPanel(QWidget):
 
         self._thumbnails = ThumbnailLoader(size=2 * _GALLERY_ICON, parent=self)
         self._thumbnails.thumbnailsReady.connect(self._on_thumbnails_thumbnailsReady)
+        self._heatmaps = HeatmapController(self, self._thumbnails.size())
+        self._heatmaps.overlaysChanged.connect(self._on_heatmaps_overlaysChanged)
         self._build()
         self.clear()
 
@@ -539,8 +553,9 @@ class ResultsPanel(QWidget):
         self._lazy_timer.setSingleShot(True)
         self._lazy_timer.setInterval(80)
         self._lazy_timer.timeout.connect(self._on_lazy_timer_timeout)
-        for view in (self._gallery, self._cell_list):
+        for view in (self._gallery, self._cell_list):  # a scroll or a resize shows other images
             view.verticalScrollBar().valueChanged.connect(self._on_list_scrolled)
+            view.viewport().installEventFilter(self)
 
         cell_page = QWidget(self)
         cell_layout = QVBoxLayout(cell_page)
@@ -561,12 +576,19 @@ class ResultsPanel(QWidget):
         self._gallery_stack.addWidget(self._all_right_label)
         self._tabs.addTab(self._gallery_stack, "")
         self._tabs.addTab(cell_page, "")
+        self._tabs.currentChanged.connect(self._on_tabs_currentChanged)
+        images = QWidget(self)
+        images_layout = QVBoxLayout(images)
+        images_layout.setContentsMargins(0, 0, 0, 0)
+        images_layout.setSpacing(2)
+        images_layout.addWidget(self._heatmaps.view)  # one row for both lists: the one on screen is explained
+        images_layout.addWidget(self._tabs, 1)
 
         outer = QSplitter(Qt.Orientation.Vertical, self)
         outer.setObjectName("resultsOuterSplitter")
         outer.setChildrenCollapsible(False)
         outer.addWidget(top_split)
-        outer.addWidget(self._tabs)
+        outer.addWidget(images)
         outer.setStretchFactor(0, 3)
         outer.setStretchFactor(1, 2)
         outer.setSizes([340, 220])
@@ -587,6 +609,26 @@ class ResultsPanel(QWidget):
         layout.addWidget(outer, 1)
 
     # -- public API -------------------------------------------------------------------------
+
+    @property
+    def heatmaps(self) -> HeatmapController:
+        """The Heatmap row and its overlays (toggle, class, opacity, counts)."""
+        return self._heatmaps
+
+    @property
+    def model_lease(self) -> ModelLease | None:
+        """The window's lease: heatmaps wait their turn on the model."""
+        return self._heatmaps.model_lease
+
+    @model_lease.setter
+    def model_lease(self, lease: ModelLease | None) -> None:
+        self._heatmaps.model_lease = lease
+
+    def set_model(self, loaded: Any, *, training: bool = False) -> None:
+        """Explain the listed images with ``loaded`` (the current ``LoadedModel``, or None).
+        While ``training`` the run's worker owns the model: no heatmaps, and the row says why."""
+        reason = self.tr("Training is using the model: heatmaps come back when the run ends") if training else None
+        self._heatmaps.set_model(None if training else loaded, reason)
 
     def set_results(
         self,
@@ -717,6 +759,7 @@ class ResultsPanel(QWidget):
         if true_idx != pred_idx:  # errors: the most confidently wrong first, like the gallery
             indices.sort(key=lambda i: -_finite(self._loss[i]))
         self._cell_paths = [self._paths[i] for i in indices]
+        self._heatmaps.set_shown([])  # another selection: the job on the old one stops now
         self._forget(_LIST_ICON)
         self._cell_list.clear()
         true_name, pred_name = self._names[true_idx], self._names[pred_idx]
@@ -732,6 +775,7 @@ class ResultsPanel(QWidget):
             )
             item.setToolTip(self._tooltip(i))
             item.setData(Qt.ItemDataRole.UserRole, self._paths[i])
+            item.setData(_SAMPLE_ROLE, i)
             item.setIcon(self._icon(self._paths[i], _LIST_ICON))
             self._cell_list.addItem(item)
             self._track(item, self._paths[i], _LIST_ICON)
@@ -740,6 +784,7 @@ class ResultsPanel(QWidget):
         )
         self._tabs.setCurrentIndex(1)
         self._thumbnails.load(self._cell_paths[:_MAX_THUMBNAILS])
+        self._lazy_timer.start()  # the heatmaps of the images on screen, once the list is laid out
         self.cellSelected.emit(*self._cell)
 
     def selected_cell(self) -> tuple[int, int] | None:
@@ -760,11 +805,13 @@ class ResultsPanel(QWidget):
         return self._thumbnails.is_busy()
 
     def shutdown(self, timeout_ms: int = 5000) -> bool:
-        return self._thumbnails.close(timeout_ms)
+        ok = self._heatmaps.shutdown(timeout_ms)
+        return self._thumbnails.close(timeout_ms) and ok
 
     # -- display ----------------------------------------------------------------------------
 
     def _show(self) -> None:
+        self._heatmaps.set_shown([])
         self._cell = None
         self._cell_paths = []
         self._items_by_path = {}
@@ -809,6 +856,7 @@ class ResultsPanel(QWidget):
             self._gallery.addItem(item)
             self._track(item, self._paths[i], _GALLERY_ICON)
         self._thumbnails.load(self.misclassified_images()[:_MAX_THUMBNAILS])
+        self._lazy_timer.start()
 
     def _confidence_text(self, i: int) -> str:
         confidence = self._confidence[i]
@@ -825,8 +873,18 @@ class ResultsPanel(QWidget):
             lines.append(self.tr("loss: {l:.3f}").format(l=self._loss[i]))
         return "\n".join(lines)
 
-    def _icon(self, path: str, side: int):  # noqa: ANN202
+    def _icon(self, path: str, side: int) -> QIcon:
+        """The image's heatmap where it is shown and computed, else its thumbnail."""
+        overlay = self._heatmaps.overlay(path)
+        if overlay is not None:
+            return QIcon(fit_pixmap(overlay, side))
         return icon_for(self._thumbnails.cached(path), side, self.palette())
+
+    def _heatmap_tooltip(self, i: int) -> str:
+        label = self._heatmaps.label(self._paths[i])
+        if label is None:
+            return self._tooltip(i)
+        return self._tooltip(i) + "\n" + self.tr("Heatmap: where the model sees {label}").format(label=label)
 
     @Slot(int, int)
     def _on_matrix_view_cellClicked(self, true_idx: int, pred_idx: int) -> None:
@@ -836,7 +894,19 @@ class ResultsPanel(QWidget):
     def _on_thumbnails_thumbnailsReady(self, items: object) -> None:
         for thumb in items:  # type: ignore[union-attr]
             for item, side in self._items_by_path.get(thumb.path, ()):
-                item.setIcon(icon_for(thumb, side, self.palette()))
+                item.setIcon(self._icon(thumb.path, side))
+
+    @Slot(object)
+    def _on_heatmaps_overlaysChanged(self, paths: object) -> None:
+        for path in paths:  # type: ignore[union-attr]
+            for item, side in self._items_by_path.get(path, ()):
+                item.setIcon(self._icon(path, side))
+                item.setToolTip(self._heatmap_tooltip(int(item.data(_SAMPLE_ROLE))))
+
+    @Slot(int)
+    def _on_tabs_currentChanged(self, _index: int) -> None:
+        self._heatmaps.set_shown([])  # the other list: the job on this one stops now
+        self._lazy_timer.start()
 
     @Slot(QListWidgetItem)
     def _on_gallery_itemActivated(self, item: QListWidgetItem) -> None:
@@ -857,21 +927,16 @@ class ResultsPanel(QWidget):
 
     @Slot()
     def _on_lazy_timer_timeout(self) -> None:
-        """Thumbnails beyond the first batch load when they are scrolled into view."""
+        """The images on screen now: thumbnails beyond the first batch load when they are
+        scrolled into view, and heatmaps are computed for these images only."""
+        shown: list[str] = []
         for view in (self._gallery, self._cell_list):
-            rect = view.viewport().rect()
-            first = view.indexAt(rect.topLeft() + QPoint(2, 2)).row()
-            last = view.indexAt(rect.bottomRight() - QPoint(2, 2)).row()
-            if first < 0:
-                continue
-            last = view.count() - 1 if last < 0 else last
-            wanted = []
-            for row in range(first, min(last + 1, first + 200)):
-                path = view.item(row).data(Qt.ItemDataRole.UserRole)
-                if self._thumbnails.cached(path) is None:
-                    wanted.append(path)
+            paths = [view.item(row).data(Qt.ItemDataRole.UserRole) for row in _visible_rows(view)]
+            wanted = [path for path in paths if self._thumbnails.cached(path) is None]
             if wanted:
                 self._thumbnails.load(wanted)
+            shown += paths
+        self._heatmaps.set_shown(shown)
 
     def _track(self, item: QListWidgetItem, path: str, side: int) -> None:
         self._items_by_path.setdefault(path, []).append((item, side))
@@ -889,6 +954,41 @@ class ResultsPanel(QWidget):
         if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange):
             self._matrix_view.update()
         super().changeEvent(event)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        if event.type() == QEvent.Type.Resize:  # a list's viewport: other images are on screen
+            self._lazy_timer.start()
+        return super().eventFilter(watched, event)
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt override
+        self._lazy_timer.start()
+        super().showEvent(event)
+
+    def hideEvent(self, event: QHideEvent) -> None:  # noqa: N802 - Qt override
+        self._lazy_timer.stop()
+        self._heatmaps.set_shown([])  # another page: nothing of this one is on screen
+        super().hideEvent(event)
+
+
+def _visible_rows(view: QListWidget) -> range:
+    """The rows of ``view`` on screen. Items are laid out in row order, top to bottom (a list,
+    or icons that wrap left to right), so the first is found by bisection; none before the
+    view is shown and laid out."""
+    count = view.count()
+    if not count or not view.isVisible():
+        return range(0)
+    area = view.viewport().rect()
+    low, high = 0, count
+    while low < high:
+        middle = (low + high) // 2
+        if view.visualItemRect(view.item(middle)).bottom() < area.top():
+            low = middle + 1
+        else:
+            high = middle
+    end = low
+    while end < count and area.intersects(view.visualItemRect(view.item(end))):
+        end += 1
+    return range(low, end)
 
 
 def _elide(text: str, limit: int = 18) -> str:

@@ -2,20 +2,26 @@
 
 ``start`` checks the state, swaps the head when the class count differs (one undoable step,
 seeded like the CLI), picks a run folder and starts ``core.training.fit`` as the ``"train"``
-job holding the model lease. Events go to the Train page and the plots as they come. When
-the run ends with a kept epoch, the model's version moves on (its weights are the best
-epoch's) and an ``"eval"`` job computes the validation results of that version, which go into
-the state and the Results page.
+job holding the model lease. Events go to the plots as they come (they buffer every point and
+redraw a few times a second) and to the Train page's progress readout at most four times a
+second: a step or stage update that a newer one overtakes within that time is dropped, since
+its labels would be overwritten before anyone read them, and every label set is GUI-thread
+work that competes with the training thread for the GIL. The rare events (the start, notes,
+epochs, the end) go through at once, after the update they follow. When the run ends with a
+kept epoch, the model's version moves on (its weights are the best epoch's) and an ``"eval"``
+job computes the validation results of that version, which go into the state and the Results
+page.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QCoreApplication, QObject, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, QTimer, Signal, Slot
 
 from headswap_gui.gui.job_events import LoadStage, evaluation_events
 from headswap_gui.gui.state import Evaluation
@@ -24,6 +30,8 @@ if TYPE_CHECKING:
     from headswap_gui.gui.main_window import MainWindow
 
 __all__ = ["TrainingController"]
+
+_PANEL_INTERVAL_S = 0.25  # the progress readout changes at most four times a second
 
 
 class TrainingController(QObject):
@@ -41,6 +49,11 @@ class TrainingController(QObject):
         self._config: Any = None  # what the current run (or evaluation) uses
         self._dataset: Any = None
         self._finished: Any = None  # the RunFinished of the current run
+        self._panel_pending: Any = None  # the newest step/stage update not yet shown
+        self._panel_shown_at = -float("inf")  # time.monotonic() of the last update shown
+        self._panel_timer = QTimer(self)
+        self._panel_timer.setSingleShot(True)
+        self._panel_timer.timeout.connect(self._on_panel_timer_timeout)
 
     @staticmethod
     def tr(text: str) -> str:  # noqa: D102 - Qt's translation hook
@@ -84,6 +97,7 @@ class TrainingController(QObject):
         if window.training_panel is not None:
             window.training_panel.set_config(config)  # the form (and its summary) shows what runs
         self._config, self._dataset, self._finished = config, dataset, None
+        self._panel_pending = None  # an update of an earlier run is not this one's
         if window.plots_view is not None and not resume:  # a resumed run continues its restored curves
             window.plots_view.clear()
         # The last results stay until the run has a better answer; they say they are older.
@@ -95,14 +109,26 @@ class TrainingController(QObject):
 
             return training.fit(loaded, dataset, config, run_dir, stop=stop, heads=heads, resume=resume)
 
+        self._show_train_page_now()
         runner = window.jobs.start("train", factory, lease_as="train")
         runner.eventEmitted.connect(self._on_train_eventEmitted)
         runner.failed.connect(self._on_train_failed)
         runner.finished.connect(self._on_train_finished)
         window.set_training_ui(True)
-        window.show_page("train")
         self.trainingStarted.emit()
         return True
+
+    def _show_train_page_now(self) -> None:
+        """Fold the settings, bring the Train page up and lay out and paint it now, before the
+        run's worker starts: the page's first paint (plots and axes, ~50 ms of GUI work) then
+        does not have to share the interpreter with ``fit``'s Python-heavy start, which
+        stretched it to 150–260 ms of frozen window (bench_gui_latency, the run's start)."""
+        window = self._window
+        if window.training_panel is not None:
+            window.training_panel.set_running(True)
+        window.show_page("train")
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest.value)
+        window.repaint()
 
     def _fit_head_to(self, names: tuple[str, ...], old: int, seed: int) -> bool:
         from headswap_gui.core.heads import HeadSpec
@@ -135,7 +161,7 @@ class TrainingController(QObject):
 
         window = self._window
         if window.training_panel is not None:
-            window.training_panel.add_event(event)
+            self._show_on_panel(event)
         if window.plots_view is not None:
             window.plots_view.add_event(event)
         if isinstance(event, RunStarted):
@@ -160,6 +186,39 @@ class TrainingController(QObject):
                 window.state.update(run_dir=event.run_dir)
             window.statusBar().showMessage(event.message, 20000)
 
+    def _show_on_panel(self, event: object) -> None:
+        """Hand ``event`` to the Train page's readout, throttled (see the module docstring):
+        a step or stage update is shown now if the last was shown long enough ago, else the
+        newest one waits for the timer; any other event first shows the update it follows."""
+        from headswap_gui.core.events import Progress, StepMetrics
+
+        pending = self._panel_pending
+        if not isinstance(event, (StepMetrics, Progress)):
+            self._flush_panel()
+            self._window.training_panel.add_event(event)
+            return
+        same_kind = type(pending) is type(event) and getattr(pending, "stage", None) == getattr(event, "stage", None)
+        if pending is not None and not same_kind:
+            self._flush_panel()  # another kind of update: the last of the old kind is shown first
+        self._panel_pending = event
+        wait = self._panel_shown_at + _PANEL_INTERVAL_S - time.monotonic()
+        if wait <= 0:
+            self._flush_panel()
+        elif not self._panel_timer.isActive():
+            self._panel_timer.start(int(wait * 1000) + 1)
+
+    def _flush_panel(self) -> None:
+        """Show the waiting step/stage update now (if any)."""
+        self._panel_timer.stop()
+        pending, self._panel_pending = self._panel_pending, None
+        if pending is not None and self._window.training_panel is not None:
+            self._panel_shown_at = time.monotonic()
+            self._window.training_panel.add_event(pending)
+
+    @Slot()
+    def _on_panel_timer_timeout(self) -> None:
+        self._flush_panel()
+
     @Slot(str)
     def _on_train_failed(self, message: str) -> None:
         window = self._window
@@ -170,6 +229,7 @@ class TrainingController(QObject):
     def _on_train_finished(self) -> None:
         if not self._is_current("train"):
             return
+        self._flush_panel()  # a run that ended without RunFinished still shows its last step
         window = self._window
         controller = window.controller
         window.set_training_ui(False)

@@ -42,7 +42,7 @@ from PySide6.QtWidgets import (
 from headswap_gui.core import devices
 from headswap_gui.core.data import AUGMENT_PRESETS
 from headswap_gui.core.errors import HeadswapError
-from headswap_gui.core.events import EpochMetrics, Note, Progress, RunFinished, RunStarted, StepMetrics
+from headswap_gui.core.events import CacheValidation, EpochMetrics, Note, Progress, RunFinished, RunStarted, StepMetrics
 from headswap_gui.core.freezing import FREEZE_POLICIES, OPTIMIZERS, SCHEDULES
 from headswap_gui.core.training import TrainConfig
 
@@ -575,8 +575,8 @@ class TrainingPanel(QWidget):
 
     @Slot(object)
     def add_event(self, event: object) -> None:
-        """Show one core event (RunStarted, Progress, Note, StepMetrics, EpochMetrics,
-        RunFinished); anything else is ignored."""
+        """Show one core event (RunStarted, Progress, Note, CacheValidation, StepMetrics,
+        EpochMetrics, RunFinished); anything else is ignored."""
         if isinstance(event, RunStarted):
             self._on_run_started(event)
         elif isinstance(event, Progress):
@@ -584,6 +584,9 @@ class TrainingPanel(QWidget):
         elif isinstance(event, Note):
             self._notes.append(event.message)
             self._set_status(self._status_prefix(), note=event.message)
+        elif isinstance(event, CacheValidation):
+            self._val_label.setText(self.tr("{acc} (the head on {cached:,} of {total:,} training images, while caching)").format(
+                acc=_percent(event.val_accuracy), cached=event.cached, total=event.total))
         elif isinstance(event, StepMetrics):
             self._on_step(event)
         elif isinstance(event, EpochMetrics):

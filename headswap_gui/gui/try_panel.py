@@ -8,9 +8,9 @@ A top class below core's "not sure" threshold is shown as a guess, not as the an
 list can be saved as the same CSV that ``headswap predict --csv`` writes.
 
 The Heatmap toggle draws, over each thumbnail, where the model looks for the row's top class
-(or for a class picked beside the toggle): ``core.explain``'s Grad-CAM, computed on its own
-worker thread under the same model lease as predictions, one small batch of thumbnails at a
-time. The maps are kept at thumbnail size, so the opacity slider re-blends them at once.
+(or for a class picked beside the toggle): the controls and the job are ``heatmaps.py``'s,
+shared with the Results page; here the heatmaps wait for the predictions, so only one job at a
+time reads the model even without the window's lease.
 """
 
 from __future__ import annotations
@@ -18,14 +18,10 @@ from __future__ import annotations
 import html
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
 from PySide6.QtCore import (
     QAbstractListModel,
     QCoreApplication,
@@ -55,15 +51,12 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QCheckBox,
-    QComboBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
     QListView,
     QProgressBar,
     QPushButton,
-    QSlider,
     QSpinBox,
     QStackedWidget,
     QStyle,
@@ -74,14 +67,14 @@ from PySide6.QtWidgets import (
 )
 
 from headswap_gui.core.errors import HeadswapError
-from headswap_gui.core.explain import explain_image, find_cam_layers, read_image, render_overlay
 from headswap_gui.core.images import IMAGE_EXTENSIONS, is_image_file
 from headswap_gui.core.predict import Prediction, predict_images, write_predictions_csv
-from headswap_gui.gui.jobs import ModelLease, leased
-from headswap_gui.gui.thumbnails import Thumbnail, ThumbnailLoader, fit_pixmap, pil_to_qimage, placeholder_pixmap
-from headswap_gui.gui.worker import GeneratorRunner
+from headswap_gui.gui.heatmaps import HeatmapController
+from headswap_gui.gui.jobs import ModelLease
+from headswap_gui.gui.thumbnails import Thumbnail, ThumbnailLoader, fit_pixmap, placeholder_pixmap
+from headswap_gui.gui.worker import GeneratorRunner, start_runner
 
-__all__ = ["HeatmapThumbnail", "TryPanel", "heatmap_events", "prediction_events"]
+__all__ = ["TryPanel", "prediction_events"]
 
 _THUMB = 96
 _CHUNK = 8
@@ -105,62 +98,6 @@ def prediction_events(
         ]
 
 
-@dataclass(frozen=True, eq=False)
-class HeatmapThumbnail:
-    """One row's heatmap at thumbnail size: the thumbnail, the map over it (float, 0..1, same
-    size) and the model's view in its pixels; or ``error`` for an image that could not be
-    explained, or ``problem`` (no path) when the model cannot be explained at all."""
-
-    path: str
-    image: Image.Image | None = None
-    heat: np.ndarray | None = None
-    crop_box: tuple[float, float, float, float] | None = None
-    label: str = ""
-    probability: float = 0.0
-    error: str | None = None
-    problem: str | None = None
-
-
-_HEAT_BATCH_S = 0.1  # at most ~10 batches a second reach the GUI thread
-
-
-def heatmap_events(
-    loaded: Any, paths: Sequence[str], target: str | None, size: int, stop: threading.Event
-) -> Iterator[list[HeatmapThumbnail]]:
-    """Explain ``paths`` for class ``target`` (None: each image's predicted class); yield
-    thumbnails with their maps in time-throttled batches. A model without a spatial layer
-    yields one ``problem`` item; an unreadable file only costs its own row."""
-    try:
-        layers = find_cam_layers(loaded.model, loaded.preprocessing.input_size)
-    except HeadswapError as error:
-        yield [HeatmapThumbnail("", problem=str(error))]
-        return
-    batch: list[HeatmapThumbnail] = []
-    last = time.monotonic()
-    for path in paths:
-        if stop.is_set():
-            return
-        try:
-            image = read_image(path)
-            explanation = explain_image(loaded, image, target, layers=layers)
-        except HeadswapError as error:
-            batch.append(HeatmapThumbnail(path, error=str(error)))
-        else:
-            thumb = image.copy()
-            thumb.thumbnail((size, size))
-            scale_x, scale_y = thumb.width / image.width, thumb.height / image.height
-            heat = np.asarray(Image.fromarray(explanation.heatmap).resize(thumb.size, Image.Resampling.BILINEAR))
-            left, top, right, bottom = explanation.crop_box
-            box = (left * scale_x, top * scale_y, right * scale_x, bottom * scale_y)
-            batch.append(HeatmapThumbnail(path, thumb, heat, box, explanation.label, explanation.probability))
-        now = time.monotonic()
-        if now - last >= _HEAT_BATCH_S:
-            yield batch
-            batch, last = [], now
-    if batch:
-        yield batch
-
-
 def _not_sure_text(prediction: Prediction) -> str | None:
     """"Not sure — maybe cat (41%)" when the top class is below core's threshold, else None:
     softmax always names a class, and a new user reads a bare top label as the answer."""
@@ -174,16 +111,15 @@ def _not_sure_text(prediction: Prediction) -> str | None:
 class _PredictionListModel(QAbstractListModel):
     """One row per image: path, thumbnail, and its prediction or error (None while pending)."""
 
-    def __init__(self, parent: QWidget) -> None:
+    def __init__(self, parent: QWidget, heatmaps: HeatmapController) -> None:
         super().__init__(parent)
         self._widget = parent
+        self._heatmaps = heatmaps  # a row's overlay, where it has one, replaces its thumbnail
         self._paths: list[str] = []
         self._rows: dict[str, tuple[Prediction | None, str | None]] = {}
         self._pixmaps: dict[str, QPixmap] = {}
         self._thumbs: dict[str, Thumbnail] = {}
-        self._overlays: dict[str, tuple[QImage, str]] = {}  # path -> (thumbnail with its heatmap, class)
         self._overlay_pixmaps: dict[str, QPixmap] = {}
-        self._show_overlays = False
 
     def paths(self) -> list[str]:
         return list(self._paths)
@@ -202,7 +138,7 @@ class _PredictionListModel(QAbstractListModel):
     def clear(self) -> None:
         self.beginResetModel()
         self._paths, self._rows, self._pixmaps, self._thumbs = [], {}, {}, {}
-        self._overlays, self._overlay_pixmaps = {}, {}
+        self._overlay_pixmaps = {}
         self.endResetModel()
 
     def forget_predictions(self) -> None:
@@ -227,34 +163,13 @@ class _PredictionListModel(QAbstractListModel):
                 changed.append(self._paths.index(item.path))
         self._changed(changed)
 
-    def set_overlays(self, overlays: dict[str, tuple[QImage, str]]) -> None:
+    def overlays_changed(self, paths: Iterable[str]) -> None:
         changed = []
-        for path, overlay in overlays.items():
+        for path in paths:
             if path in self._rows:
-                self._overlays[path] = overlay
                 self._overlay_pixmaps.pop(path, None)
                 changed.append(self._paths.index(path))
-        if self._show_overlays:
-            self._changed(changed)
-
-    def clear_overlays(self) -> None:
-        self._overlays, self._overlay_pixmaps = {}, {}
-        self._changed(range(len(self._paths)))
-
-    def set_show_overlays(self, show: bool) -> None:
-        if show != self._show_overlays:
-            self._show_overlays = show
-            self._changed(range(len(self._paths)))
-
-    def overlay_count(self) -> int:
-        return len(self._overlays)
-
-    def has_overlay(self, path: str) -> bool:
-        return path in self._overlays
-
-    def overlay_label(self, path: str) -> str | None:
-        overlay = self._overlays.get(path)
-        return overlay[1] if overlay is not None else None
+        self._changed(changed)
 
     def prediction_count(self) -> int:
         return sum(1 for prediction, _ in self._rows.values() if prediction is not None)
@@ -307,10 +222,10 @@ class _PredictionListModel(QAbstractListModel):
         if role == Qt.ItemDataRole.DisplayRole:
             parent = Path(path).parent.name
             return f"{parent}/{Path(path).name}" if parent else Path(path).name
-        if role == Qt.ItemDataRole.DecorationRole and self._show_overlays and path in self._overlays:
+        if role == Qt.ItemDataRole.DecorationRole and (overlay := self._heatmaps.overlay(path)) is not None:
             pixmap = self._overlay_pixmaps.get(path)
             if pixmap is None:
-                pixmap = self._overlay_pixmaps[path] = fit_pixmap(self._overlays[path][0], _THUMB)
+                pixmap = self._overlay_pixmaps[path] = fit_pixmap(overlay, _THUMB)
             return pixmap
         if role == Qt.ItemDataRole.DecorationRole:
             pixmap = self._pixmaps.get(path)
@@ -331,9 +246,10 @@ class _PredictionListModel(QAbstractListModel):
             top = "; ".join(f"{label} {p:.1%}" for label, p in zip(prediction.labels, prediction.probabilities))
             doubt = _not_sure_text(prediction)
             text = f"{path}\n{doubt}\n{top}" if doubt else f"{path}\n{top}"
-            if self._show_overlays and path in self._overlays:
+            heat_label = self._heatmaps.label(path)
+            if heat_label is not None:
                 text += "\n" + QCoreApplication.translate("TryPanel", "Heatmap: where the model sees {label}").format(
-                    label=self._overlays[path][1])
+                    label=heat_label)
             return text
         return None
 
@@ -488,16 +404,15 @@ class TryPanel(QWidget):
         self._structure_only = False
         self._head_is_new = False  # the head was swapped in here and not trained since
         self._runner: GeneratorRunner | None = None
-        self.model_lease: ModelLease | None = None  # the window's: predictions wait their turn on the model
         self._pending: list[str] = []
-        self._heat_runner: GeneratorRunner | None = None
-        self._heat_pending: list[str] = []
-        self._heat_data: dict[str, HeatmapThumbnail] = {}  # at thumbnail size, re-blended on opacity changes
-        self._heat_problem: str | None = None  # why this model has no heatmaps at all
         self._drag_active = False
 
-        self._model = _PredictionListModel(self)
         self._thumbnails = ThumbnailLoader(size=2 * _THUMB, parent=self)
+        self._heatmaps = HeatmapController(self, self._thumbnails.size(), may_start=self._predictions_done)
+        self._heatmaps.overlaysChanged.connect(self._on_heatmaps_overlaysChanged)
+        self._heatmaps.runningChanged.connect(self._on_heatmaps_runningChanged)
+        self._heatmaps.heatmapsReady.connect(self.heatmapsReady)
+        self._model = _PredictionListModel(self, self._heatmaps)
         self._thumbnails.thumbnailsReady.connect(self._on_thumbnails_thumbnailsReady)
         self._build()
         self._update_status()
@@ -545,48 +460,6 @@ class TryPanel(QWidget):
         self._saved.linkActivated.connect(self._on_saved_linkActivated)
         self._saved.hide()
 
-        self._heat_toggle = QCheckBox(self.tr("Heatmap"), self)
-        self._heat_toggle.setObjectName("heatmapCheckBox")
-        self._heat_toggle.setAccessibleName(self.tr("Show where the model looks (heatmap over each image)"))
-        self._heat_toggle.setToolTip(
-            self.tr("Colour each thumbnail by how much each part of the image speaks for the class (Grad-CAM): "
-                    "red most, blue least")
-        )
-        self._heat_toggle.toggled.connect(self._on_heat_toggle_toggled)
-        self._heat_class_label = QLabel(self.tr("for:"), self)
-        self._heat_class = QComboBox(self)
-        self._heat_class.setObjectName("heatmapClassComboBox")
-        self._heat_class.setAccessibleName(self.tr("Class the heatmap is drawn for"))
-        self._heat_class.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
-        self._heat_class.setMaximumWidth(260)
-        self._heat_class_label.setBuddy(self._heat_class)
-        self._fill_heat_classes()
-        self._heat_class.currentIndexChanged.connect(self._on_heat_class_currentIndexChanged)
-        self._heat_opacity_label = QLabel(self.tr("opacity:"), self)
-        self._heat_opacity = QSlider(Qt.Orientation.Horizontal, self)
-        self._heat_opacity.setObjectName("heatmapOpacitySlider")
-        self._heat_opacity.setAccessibleName(self.tr("Heatmap opacity"))
-        self._heat_opacity.setRange(0, 100)
-        self._heat_opacity.setValue(50)
-        self._heat_opacity.setPageStep(10)
-        self._heat_opacity.setTracking(False)  # re-blend on release, not on every pixel of a drag
-        self._heat_opacity.setMaximumWidth(160)
-        self._heat_opacity_label.setBuddy(self._heat_opacity)
-        self._heat_opacity.valueChanged.connect(self._on_heat_opacity_valueChanged)
-        self._heat_note = QLabel(self)
-        self._heat_note.setObjectName("heatmapNoteLabel")
-        self._heat_note.setWordWrap(True)
-        self._heat_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self._update_heat_controls()
-
-        heat_row = QHBoxLayout()
-        heat_row.addWidget(self._heat_toggle)
-        heat_row.addWidget(self._heat_class_label)
-        heat_row.addWidget(self._heat_class)
-        heat_row.addWidget(self._heat_opacity_label)
-        heat_row.addWidget(self._heat_opacity)
-        heat_row.addWidget(self._heat_note, 1)
-
         top = QHBoxLayout()
         top.addWidget(self._add_button)
         top.addWidget(self._clear_button)
@@ -628,21 +501,30 @@ class TryPanel(QWidget):
         layout.setContentsMargins(8, 8, 8, 8)
         layout.setSpacing(6)
         layout.addLayout(top)
-        layout.addLayout(heat_row)
+        layout.addWidget(self._heatmaps.view)
         layout.addWidget(self._saved)
         layout.addWidget(self._stack, 1)
 
     # -- public API -------------------------------------------------------------------------
 
+    @property
+    def model_lease(self) -> ModelLease | None:
+        """The window's lease: predictions and heatmaps wait their turn on the model."""
+        return self._heatmaps.model_lease
+
+    @model_lease.setter
+    def model_lease(self, lease: ModelLease | None) -> None:
+        self._heatmaps.model_lease = lease
+
     def set_model(self, loaded: Any) -> None:
         """Use ``loaded`` (a ``LoadedModel``) for predictions, or nothing (``None``).
 
-        Listed images are predicted again with the new model.
+        Listed images are predicted (and, with the toggle on, explained) again with the new model.
         """
         self._loaded = loaded
         self._structure_only = bool(getattr(loaded, "structure_only", False))
         self._restart_all()
-        self._reset_heatmaps(rebuild_classes=True)
+        self._heatmaps.set_model(loaded)
         self._update_status()
 
     def set_head_is_new(self, new: bool) -> None:
@@ -665,9 +547,7 @@ class TryPanel(QWidget):
         self._thumbnails.load(new)
         self._pending.extend(new)
         self._start_next()
-        if self.heatmap_enabled():
-            self._heat_pending.extend(new)
-            self._start_heatmaps()
+        self._heatmaps.set_shown(self._model.paths())
         self._update_status()
 
     def choose_images(self) -> None:
@@ -722,8 +602,7 @@ class TryPanel(QWidget):
     def clear(self) -> None:
         self._cancel()
         self._pending = []
-        self._cancel_heatmaps()
-        self._heat_data = {}
+        self._heatmaps.set_shown([])
         self._saved.hide()
         self._model.clear()
         self._stack.setCurrentIndex(0)
@@ -763,62 +642,55 @@ class TryPanel(QWidget):
     def is_busy(self) -> bool:
         return (
             (self._runner is not None and self._runner.is_running())
-            or (self._heat_runner is not None and self._heat_runner.is_running())
+            or self._heatmaps.is_running()
             or self._thumbnails.is_busy()
         )
 
     def shutdown(self, timeout_ms: int = 5000) -> bool:
         self._pending = []
-        self._heat_pending = []
         self._thumbnails.cancel()
-        ok = True
-        for runner in (self._runner, self._heat_runner):
-            if runner is not None:
-                runner.request_stop()
-        for runner in (self._runner, self._heat_runner):
-            if runner is not None:
-                ok = runner.wait(timeout_ms) and ok
+        if self._runner is not None:
+            self._runner.request_stop()
+        ok = self._heatmaps.shutdown(timeout_ms)
+        if self._runner is not None:
+            ok = self._runner.wait(timeout_ms) and ok
         return self._thumbnails.close(timeout_ms) and ok
 
     # -- heatmaps ---------------------------------------------------------------------------
 
     def heatmap_enabled(self) -> bool:
-        return self._heat_toggle.isChecked()
+        return self._heatmaps.is_enabled()
 
     def set_heatmap_enabled(self, enabled: bool) -> None:
-        self._heat_toggle.setChecked(enabled)
+        self._heatmaps.set_enabled(enabled)
 
     def heatmap_class(self) -> str | None:
         """The class heatmaps are drawn for; None: each image's predicted class."""
-        return self._heat_class.currentData()
+        return self._heatmaps.target()
 
     def set_heatmap_class(self, name: str | None) -> None:
-        index = self._heat_class.findData(name) if name is not None else 0
-        if index < 0:
-            raise ValueError(f"{name!r} is not one of the model's classes")
-        self._heat_class.setCurrentIndex(index)
+        self._heatmaps.set_target(name)
 
     def heatmap_opacity(self) -> float:
-        return self._heat_opacity.value() / 100.0
+        return self._heatmaps.opacity()
 
     def set_heatmap_opacity(self, opacity: float) -> None:
-        self._heat_opacity.setValue(round(min(max(opacity, 0.0), 1.0) * 100))
+        self._heatmaps.set_opacity(opacity)
 
     def heatmap_count(self) -> int:
         """Images whose thumbnail has its heatmap."""
-        return self._model.overlay_count()
+        return self._heatmaps.count()
 
     def heatmap_label(self, path: str | os.PathLike[str]) -> str | None:
         """The class the heatmap of ``path`` is drawn for (None: no heatmap)."""
-        return self._model.overlay_label(os.fspath(path))
+        return self._heatmaps.label(os.fspath(path))
 
     def heatmap_error(self, path: str | os.PathLike[str]) -> str | None:
-        item = self._heat_data.get(os.fspath(path))
-        return item.error if item is not None else None
+        return self._heatmaps.error(os.fspath(path))
 
     def heatmap_problem(self) -> str | None:
         """Why the current model has no heatmaps at all (e.g. no spatial layer), or None."""
-        return self._heat_problem
+        return self._heatmaps.problem()
 
     def thumbnail_image(self, path: str | os.PathLike[str]) -> QImage | None:
         """What the row of ``path`` shows as its thumbnail now (for tests and screenshots)."""
@@ -828,93 +700,9 @@ class TryPanel(QWidget):
                 return pixmap.toImage() if isinstance(pixmap, QPixmap) else None
         return None
 
-    def _fill_heat_classes(self) -> None:
-        current = self._heat_class.currentData() if self._heat_class.count() else None
-        self._heat_class.blockSignals(True)
-        self._heat_class.clear()
-        self._heat_class.addItem(self.tr("predicted class"), None)
-        for name in getattr(self._loaded, "class_names", None) or ():
-            self._heat_class.addItem(str(name), str(name))
-        index = self._heat_class.findData(current) if current is not None else 0
-        self._heat_class.setCurrentIndex(max(index, 0))
-        self._heat_class.blockSignals(False)
-
-    def _update_heat_controls(self) -> None:
-        on = self.heatmap_enabled()
-        for widget in (self._heat_class_label, self._heat_class, self._heat_opacity_label, self._heat_opacity):
-            widget.setEnabled(on)
-        if not on:
-            text = ""
-        elif self._heat_problem:
-            text = self.tr("No heatmaps for this model: {reason}").format(reason=self._heat_problem)
-        elif not self.has_model():
-            text = self.tr("Load a model to see heatmaps")
-        elif self._heat_runner is not None and self._heat_runner.is_running():
-            text = self.tr("Computing heatmaps…")
-        else:
-            text = ""
-        self._heat_note.setText(text)
-
-    def _reset_heatmaps(self, *, rebuild_classes: bool = False) -> None:
-        """Forget every heatmap (another model or class) and compute them again if shown."""
-        self._cancel_heatmaps()
-        self._heat_data = {}
-        self._heat_problem = None
-        self._model.clear_overlays()
-        if rebuild_classes:
-            self._fill_heat_classes()
-        if self.heatmap_enabled():
-            self._heat_pending = self._model.paths()
-            self._start_heatmaps()
-        self._update_heat_controls()
-
-    def _cancel_heatmaps(self) -> None:
-        self._heat_pending = []
-        if self._heat_runner is not None:
-            self._heat_runner.request_stop()  # its late results are ignored (sender check)
-
-    def _start_heatmaps(self) -> None:
-        if not self.has_model() or not self._heat_pending or not self.heatmap_enabled() or self._heat_problem:
-            self._heat_pending = [] if self._heat_problem else self._heat_pending
-            self._update_heat_controls()
-            return
-        if self._heat_runner is not None and self._heat_runner.is_running():
-            return  # picked up when the current job finishes
-        if (self._runner is not None and self._runner.is_running()) or self._pending:
-            return  # predictions first; the heatmaps start when they are done
-        paths, self._heat_pending = self._heat_pending, []
-        loaded, target, size = self._loaded, self.heatmap_class(), self._thumbnails.size()
-        factory: Callable[[threading.Event], Iterator[Any]] = lambda stop: heatmap_events(  # noqa: E731
-            loaded, paths, target, size, stop
-        )
-        self._heat_runner = self._start_job(
-            "explain", factory, self._on_heat_runner_eventEmitted, self._on_heat_runner_failed,
-            self._on_heat_runner_finished,
-        )
-        self._update_heat_controls()
-
-    def _start_job(
-        self, lease_as: str, factory: Callable[[threading.Event], Iterator[Any]],
-        on_event: Callable[[object], None], on_failed: Callable[[str], None], on_finished: Callable[[], None],
-    ) -> GeneratorRunner:
-        """Start one of the page's two jobs (predictions, heatmaps) under the model lease."""
-        if self.model_lease is not None:
-            factory = leased(self.model_lease, lease_as, factory)
-        runner = GeneratorRunner(factory, stop_grace_s=0.0)
-        runner.eventEmitted.connect(on_event)
-        runner.failed.connect(on_failed)
-        runner.finished.connect(on_finished)
-        runner.start()
-        return runner
-
-    def _render_overlays(self, items: Iterable[HeatmapThumbnail]) -> None:
-        opacity = self.heatmap_opacity()
-        overlays = {
-            item.path: (pil_to_qimage(render_overlay(item.image, item.heat, opacity, item.crop_box)), item.label)
-            for item in items
-            if item.image is not None and item.heat is not None
-        }
-        self._model.set_overlays(overlays)
+    def _predictions_done(self) -> bool:
+        """Whether the heatmaps may start: predictions go first, one job on the model at a time."""
+        return not (self._runner is not None and self._runner.is_running()) and not self._pending
 
     # -- jobs -------------------------------------------------------------------------------
 
@@ -935,7 +723,7 @@ class TryPanel(QWidget):
             return
         if self._runner is not None and self._runner.is_running():
             return  # picked up when the current job finishes
-        if self._heat_runner is not None and self._heat_runner.is_running():
+        if self._heatmaps.is_running():
             return  # one job on the model at a time, even without the window's lease: after the heatmaps
         paths, self._pending = self._pending, []
         loaded, k = self._loaded, self._top_k.value()
@@ -943,8 +731,9 @@ class TryPanel(QWidget):
         self._busy.setRange(0, len(self._model.paths()))
         self._busy.setValue(self._done_count())
         self._busy.show()
-        self._runner = self._start_job(
-            "predict", factory, self._on_runner_eventEmitted, self._on_runner_failed, self._on_runner_finished
+        self._runner = start_runner(
+            factory, self._on_runner_eventEmitted, self._on_runner_failed, self._on_runner_finished,
+            lease=self.model_lease, lease_as="predict",
         )
 
     def _done_count(self) -> int:
@@ -999,63 +788,16 @@ class TryPanel(QWidget):
         self._busy.hide()
         self._update_status()
         self.predictionsReady.emit()
-        self._start_heatmaps()  # they waited for the predictions
+        self._heatmaps.resume()  # they waited for the predictions
 
     @Slot(object)
-    def _on_heat_runner_eventEmitted(self, items: object) -> None:
-        runner = self.sender()
-        if runner is not self._heat_runner or (isinstance(runner, GeneratorRunner) and runner.stop_requested()):
-            return
-        rows = []
-        for item in items:  # type: ignore[attr-defined]
-            if item.problem is not None:
-                self._heat_problem = item.problem
-                self._heat_pending = []
-                continue
-            self._heat_data[item.path] = item
-            rows.append(item)
-        self._render_overlays(rows)
-        self._update_heat_controls()
-
-    @Slot(str)
-    def _on_heat_runner_failed(self, message: str) -> None:
-        if self.sender() is not self._heat_runner:
-            return
-        self._heat_problem = message
-        self._heat_pending = []
-
-    @Slot()
-    def _on_heat_runner_finished(self) -> None:
-        if self.sender() is not self._heat_runner:
-            return
-        self._heat_runner = None
-        if self._pending and self.has_model():
-            self._start_next()  # predictions asked for meanwhile go first; the heatmaps follow them
-            return
-        if self._heat_pending and self.has_model() and self.heatmap_enabled():
-            self._start_heatmaps()
-            return
-        self._update_heat_controls()
-        if self.heatmap_enabled():
-            self.heatmapsReady.emit()
+    def _on_heatmaps_overlaysChanged(self, paths: object) -> None:
+        self._model.overlays_changed(paths)  # type: ignore[arg-type]
 
     @Slot(bool)
-    def _on_heat_toggle_toggled(self, checked: bool) -> None:
-        self._model.set_show_overlays(checked)
-        if checked:
-            self._heat_pending = [path for path in self._model.paths() if path not in self._heat_data]
-            self._start_heatmaps()
-        else:
-            self._cancel_heatmaps()
-        self._update_heat_controls()
-
-    @Slot(int)
-    def _on_heat_class_currentIndexChanged(self, _index: int) -> None:
-        self._reset_heatmaps()
-
-    @Slot(int)
-    def _on_heat_opacity_valueChanged(self, _value: int) -> None:
-        self._render_overlays(self._heat_data.values())
+    def _on_heatmaps_runningChanged(self, running: bool) -> None:
+        if not running and self._pending and self.has_model():
+            self._start_next()  # predictions asked for meanwhile; the heatmaps follow them
 
     @Slot(object)
     def _on_thumbnails_thumbnailsReady(self, items: object) -> None:

@@ -20,9 +20,10 @@ from collections.abc import Callable, Iterator
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, QThread, Signal, Slot
 
 from headswap_gui.core.errors import HeadswapError
+from headswap_gui.gui.jobs import ModelLease, leased
 from headswap_gui.gui.messages import explain
 
-__all__ = ["GeneratorFactory", "GeneratorRunner", "running_runners", "stop_all_runners"]
+__all__ = ["GeneratorFactory", "GeneratorRunner", "running_runners", "start_runner", "stop_all_runners"]
 
 _log = logging.getLogger(__name__)
 
@@ -228,3 +229,25 @@ class GeneratorRunner(QObject):
         with _running_lock:
             _running.discard(self)
         self.finished.emit()
+
+
+def start_runner(
+    factory: GeneratorFactory,
+    on_event: Callable[[object], None],
+    on_failed: Callable[[str], None],
+    on_finished: Callable[[], None],
+    *,
+    lease: ModelLease | None = None,
+    lease_as: str = "",
+) -> GeneratorRunner:
+    """Start a page's own job (predictions, heatmaps: the window's JobManager runs the others),
+    under ``lease`` as ``lease_as`` where the page was given the window's lease. No stop grace:
+    a page drops a stopped job's late events, so its generator is closed at the next one."""
+    if lease is not None:
+        factory = leased(lease, lease_as, factory)
+    runner = GeneratorRunner(factory, stop_grace_s=0.0)
+    runner.eventEmitted.connect(on_event)
+    runner.failed.connect(on_failed)
+    runner.finished.connect(on_finished)
+    runner.start()
+    return runner

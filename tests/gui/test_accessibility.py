@@ -94,7 +94,7 @@ def test_all_pages_are_built(window: MainWindow) -> None:
               window.runs_panel)
     for panel in panels:
         assert panel is not None
-    assert [window.tabs.tabText(i) for i in range(window.tabs.count())] == ["Data", "Train", "Results", "Try it", "Runs"]
+    assert [window.tabs.tabText(i) for i in range(window.tabs.count())] == ["Data", "Train", "Results", "Check labels", "Map", "Try it", "Runs"]
 
 
 def test_interactive_widgets_have_object_names(window: MainWindow) -> None:
@@ -114,7 +114,7 @@ def test_interactive_widgets_have_accessible_names(window: MainWindow) -> None:
 def test_object_names_are_unique_among_siblings_of_a_page(window: MainWindow) -> None:
     """Two widgets called the same under one page cannot be told apart by tests or settings."""
     for page in (window.data_panel, window.training_panel, window.plots_view, window.results_panel,
-                 window.try_panel, window.model_panel):
+                 window.try_panel, window.labels_panel, window.model_panel):
         names = [w.objectName() for w in interactive_widgets(page)]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         assert not duplicates, f"{page.objectName()}: duplicate objectNames {duplicates}"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import QModelIndex, Qt
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QBrush, QFont, QGuiApplication, QIcon, QPalette
 
 from headswap_gui.core.module_tree import LayerRecord
 from headswap_gui.gui.layer_tree_model import (
     PATH_ROLE,
     RECORD_ROLE,
+    TRAINABLE_COLUMN,
     LayerFilterProxyModel,
     LayerTreeModel,
 )
@@ -46,9 +47,9 @@ def group(path: str, type_name: str, children: tuple[LayerRecord, ...], **kw) ->
     )
 
 
-@pytest.fixture
-def tiny_net() -> LayerRecord:
-    """A GoogLeNet-like shape: a frozen backbone, an auxiliary head and the main head."""
+def build_tiny_net(fc1_trainable: int | None = None) -> LayerRecord:
+    """A GoogLeNet-like shape: a frozen backbone, an auxiliary head and the main head;
+    ``fc1_trainable`` freezes (part of) the auxiliary branch's first layer."""
     backbone = group(
         "features",
         "Sequential",
@@ -62,7 +63,7 @@ def tiny_net() -> LayerRecord:
         "aux1",
         "InceptionAux",
         (
-            leaf("aux1.fc1", "Linear", 1_000, inside_head=False),
+            leaf("aux1.fc1", "Linear", 1_000, fc1_trainable, inside_head=False),
             leaf("aux1.fc2", "Linear", 10_250, head_role="auxiliary",
                  head_found_by="known path for torchvision GoogLeNet"),
         ),
@@ -70,6 +71,11 @@ def tiny_net() -> LayerRecord:
     fc = leaf("fc", "Linear", 1_234_567, head_role="main", head_found_by="timm get_classifier()",
               output_shape=(1, 1000))
     return group("", "TinyNet", (backbone, aux, fc), output_shape=(1, 1000))
+
+
+@pytest.fixture
+def tiny_net() -> LayerRecord:
+    return build_tiny_net()
 
 
 @pytest.fixture
@@ -215,3 +221,47 @@ def test_large_tree_indexes_directly() -> None:
     last = model.index_for_path("blocks.99.19")
     assert last.isValid() and last.row() == 19
     assert last.parent().parent().data(PATH_ROLE) == "blocks"
+
+
+# -- updating in place (a run froze layers) ------------------------------------------------------
+
+
+def _record_signals(model: LayerTreeModel) -> list[tuple[str, ...]]:
+    seen: list[tuple[str, ...]] = []
+    model.modelReset.connect(lambda: seen.append(("reset",)))
+    model.dataChanged.connect(
+        lambda top, bottom, _roles: seen.append(
+            ("changed", top.data(PATH_ROLE), bottom.siblingAtColumn(0).data(PATH_ROLE), str(bottom.column()))
+        )
+    )
+    return seen
+
+
+def test_update_in_place_redraws_only_the_changed_rows(qtmodeltester, model: LayerTreeModel) -> None:
+    kept = QPersistentModelIndex(model.index_for_path("aux1.fc2"))
+    seen = _record_signals(model)
+    assert model.update_records(build_tiny_net(fc1_trainable=0))
+    # fc1 itself, its branch (aux1) and the root changed their trainable counts; nothing else.
+    assert sorted(seen) == [("changed", "", "", "4"), ("changed", "aux1", "aux1", "4"),
+                            ("changed", "aux1.fc1", "aux1.fc1", "4")]
+    fc1 = model.index_for_path("aux1.fc1")
+    assert fc1.siblingAtColumn(TRAINABLE_COLUMN).data() == "0"
+    assert fc1.data(Qt.ItemDataRole.ForegroundRole) is not None  # greyed: frozen now
+    assert model.root_record().find("aux1").trainable_params == 10_250
+    assert kept.isValid() and kept.data(PATH_ROLE) == "aux1.fc2"  # no reset: indexes live on
+    assert [i.data(PATH_ROLE) for i in model.head_indexes()] == ["aux1.fc2", "fc"]
+    qtmodeltester.check(model)
+
+
+def test_update_in_place_with_nothing_changed_emits_nothing(model: LayerTreeModel) -> None:
+    seen = _record_signals(model)
+    assert model.update_records(build_tiny_net())
+    assert seen == []
+
+
+def test_update_in_place_refuses_other_modules(model: LayerTreeModel, tiny_net: LayerRecord) -> None:
+    seen = _record_signals(model)
+    other = group("", "TinyNet", tiny_net.children[:2])  # the main head is gone
+    assert not model.update_records(other)
+    assert seen == [] and model.root_record() is tiny_net
+    assert not LayerTreeModel().update_records(tiny_net)  # nothing shown yet: set_root is for that

@@ -454,7 +454,7 @@ def test_deferred_start_builds_the_pages_after_the_first_paint(qtbot, isolated_s
     win = MainWindow(settings=AppSettings(), runs_root=tmp_path / "runs", defer_panels=True)
     qtbot.addWidget(win)
     win.show()
-    assert win.data_panel is None and win.tabs.count() == 5  # placeholders until start_up
+    assert win.data_panel is None and win.tabs.count() == len(win.page_actions)  # placeholders until start_up
     with qtbot.waitSignals([win.panelsReady, win.modelLoaded], timeout=LOAD_MS, order="none"):
         win.start_up(model=TINY, data=str(image_folder))
     assert win.tabs.widget(0) is win.data_panel and win.training_panel is not None

@@ -37,6 +37,7 @@ _ARGUMENTS = {
     "kind": "training-run",
     "folder": "/home/ann/Pictures/pets",
     "images": ["/home/ann/Pictures/pets/a.png", "/home/ann/Pictures/pets/b.png"],
+    "problems": ["cat/001.png no longer exists", "a target dog/001.png already exists"],
 }
 
 

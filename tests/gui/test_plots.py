@@ -1,14 +1,17 @@
-"""TrainingPlotsView: buffering, EMA, best epoch, NaN tolerance, exports."""
+"""TrainingPlotsView: buffering, EMA, best epoch, NaN tolerance, exports; redraws (coalesced, at
+most four a second, only while visible) and the loss plot's ranges."""
 
 from __future__ import annotations
 
 import csv
 import math
+import time
 
 import numpy as np
 import pytest
+from PySide6.QtWidgets import QApplication, QTabWidget, QWidget
 
-from headswap_gui.core.events import EpochMetrics, Note, StepMetrics
+from headswap_gui.core.events import CacheValidation, EpochMetrics, Note, RunFinished, RunStarted, StepMetrics
 from headswap_gui.gui.plots import CSV_COLUMNS, TrainingPlotsView, ema_smooth
 
 
@@ -69,6 +72,8 @@ def test_counts_and_best_epoch(view: TrainingPlotsView) -> None:
 
 
 def test_curves_receive_data_after_coalesced_refresh(qtbot, view: TrainingPlotsView) -> None:
+    view.show()  # a hidden view buffers without drawing (see the visibility tests below)
+    qtbot.waitExposed(view)
     for i in range(1, 51):
         view.add_event(step(i, 2.0))
     def curve_has_all_points() -> bool:
@@ -183,3 +188,135 @@ def test_the_epoch_axes_span_the_runs_epochs(qtbot, view: TrainingPlotsView) -> 
     for plot in (view._acc_plot, view._eloss_plot):
         low, high = plot.getViewBox().viewRange()[0]
         assert 0.5 <= low < 1 and 5 < high <= 5.5, (low, high)  # 1 … 5, not −1 … 3
+
+
+def test_the_heads_validations_while_caching_are_drawn_left_of_epoch_one(qtbot, view: TrainingPlotsView) -> None:
+    view.add_event(CacheValidation(cached=64, total=256, train_loss=0.9, val_loss=1.1, val_accuracy=0.55, seconds=1.0))
+    view.add_event(CacheValidation(cached=128, total=256, train_loss=0.7, val_loss=0.8, val_accuracy=0.71, seconds=2.0))
+    view.add_event(epoch_metrics(1, 0.5, True))
+    view.refresh()
+    x, y = view._stream_acc_curve.getData()
+    assert list(x) == [0.25, 0.5] and list(y) == [0.55, 0.71]  # fractions of the first epoch's images
+    x, y = view._stream_eloss_curve.getData()
+    assert list(y) == [1.1, 0.8]
+    assert view.epoch_count() == 1  # they are not epochs
+    for plot in (view._acc_plot, view._eloss_plot):
+        low, high = plot.getViewBox().viewRange()[0]
+        assert low < 0.25 and 5 < high <= 5.5, (low, high)
+    view.clear()
+    assert len(view._stream_acc_curve.getData()[0] if view._stream_acc_curve.getData()[0] is not None else []) == 0
+
+
+# -- redraws: coalesced, at most four a second, only while visible -------------------------------
+
+
+def run_started(epochs: int = 5, steps_per_epoch: int = 10) -> RunStarted:
+    return RunStarted(("a", "b"), 100, 20, "cpu", False, epochs, steps_per_epoch, 1, None)
+
+
+@pytest.fixture
+def shown(qtbot, view: TrainingPlotsView) -> TrainingPlotsView:
+    view.show()
+    qtbot.waitExposed(view)
+    return view
+
+
+def curve_points(view: TrainingPlotsView) -> tuple[int, int]:
+    """Points the raw-loss curve and the validation-accuracy curve hold (drawn, not buffered)."""
+    raw, _ = view._raw_curve.getData()
+    val, _ = view._val_acc_curve.getData()
+    return (0 if raw is None else len(raw)), (0 if val is None else len(val))
+
+
+def test_events_within_one_flush_interval_cause_one_redraw(qtbot, shown: TrainingPlotsView) -> None:
+    redraws: list[tuple[int, int]] = []
+    shown.curvesChanged.connect(lambda: redraws.append(curve_points(shown)))
+    with qtbot.waitSignal(shown.curvesChanged, timeout=2000):
+        for i in range(1, 31):
+            shown.add_event(step(i, 1.0 / i))
+        shown.add_event(epoch_metrics(1, 0.5, True))
+    assert redraws == [(30, 1)]  # one redraw, with every point of the burst
+
+
+def test_redraws_come_at_most_four_times_a_second(qtbot, shown: TrainingPlotsView) -> None:
+    times: list[float] = []
+    shown.curvesChanged.connect(lambda: times.append(time.monotonic()))
+    for i in range(1, 4):
+        with qtbot.waitSignal(shown.curvesChanged, timeout=2000):
+            shown.add_event(step(i, 1.0))
+    assert len(times) == 3
+    assert min(b - a for a, b in zip(times, times[1:])) >= 0.24
+
+
+def test_a_hidden_view_buffers_and_draws_everything_when_shown(qtbot) -> None:
+    tabs = QTabWidget()
+    qtbot.addWidget(tabs)
+    tabs.addTab(QWidget(), "Data")
+    view = TrainingPlotsView()
+    tabs.addTab(view, "Train")
+    tabs.show()
+    qtbot.waitExposed(tabs)
+    redraws: list[tuple[int, int]] = []
+    view.curvesChanged.connect(lambda: redraws.append(curve_points(view)))
+    for i in range(1, 21):
+        view.add_event(step(i, 1.0 / i))
+    view.add_event(epoch_metrics(1, 0.5, True))
+    QApplication.processEvents()  # nothing may be scheduled to draw
+    assert not view.isVisible() and view.step_count() == 20
+    assert redraws == [] and curve_points(view) == (0, 0)
+    tabs.setCurrentIndex(1)  # shown: drawn before its first paint
+    assert redraws == [(20, 1)]
+
+
+def test_the_final_points_appear_after_the_run_finishes(qtbot, shown: TrainingPlotsView) -> None:
+    shown.add_event(run_started(epochs=2, steps_per_epoch=10))
+    for epoch in (1, 2):
+        for s in range(1, 11):
+            shown.add_event(step((epoch - 1) * 10 + s, 1.0 / s, epoch=epoch))
+        shown.add_event(epoch_metrics(epoch, 0.5 + 0.1 * epoch, True))
+    shown.add_event(RunFinished("completed", "trained 2 epochs", 2, 0.7, None))
+    qtbot.waitUntil(lambda: curve_points(shown) == (20, 2), timeout=2000)
+    assert shown.best_epoch() == 2
+
+
+def test_the_step_axis_spans_the_planned_run_and_grows_past_it(shown: TrainingPlotsView) -> None:
+    shown.add_event(run_started(epochs=5, steps_per_epoch=10))
+    shown.add_event(step(1, 1.0))
+    shown.refresh()
+    assert shown._loss_plot.getViewBox().viewRange()[0] == pytest.approx([0, 50])
+    for i in range(2, 61):  # a run that outlasts its plan (the batch size was lowered)
+        shown.add_event(step(i, 1.0))
+    shown.refresh()
+    assert shown._loss_plot.getViewBox().viewRange()[0] == pytest.approx([0, 100])
+
+
+def test_the_loss_axis_moves_a_few_times_for_a_falling_loss(shown: TrainingPlotsView) -> None:
+    shown.add_event(run_started(epochs=10, steps_per_epoch=50))
+    ranges = []
+    for i in range(1, 501):
+        shown.add_event(step(i, 2.3 * math.exp(-i / 150) + 0.05 * math.sin(i)))
+        if i % 5 == 0:  # one redraw per five steps, as the timer would coalesce them
+            shown.refresh()
+            ranges.append(tuple(shown._loss_plot.getViewBox().viewRange()[1]))
+            low, high = ranges[-1]
+            assert low <= shown.raw_losses().min() and shown.raw_losses().max() <= high  # every point shows
+    assert len(set(ranges)) <= 10  # autoranged, it moves on 88 of these 100 redraws
+
+
+def test_the_users_zoom_is_kept_until_the_next_run(shown: TrainingPlotsView) -> None:
+    shown.add_event(run_started(epochs=5, steps_per_epoch=10))
+    for i in range(1, 11):
+        shown.add_event(step(i, 1.0 / i))
+    shown.refresh()
+    box = shown._loss_plot.getViewBox()
+    box.setRange(xRange=(2, 4), yRange=(0.2, 0.4), padding=0)
+    box.sigRangeChangedManually.emit(box.state["mouseEnabled"])  # as a wheel or drag does
+    for i in range(11, 41):
+        shown.add_event(step(i, 5.0))
+    shown.refresh()
+    assert box.viewRange() == [pytest.approx([2, 4]), pytest.approx([0.2, 0.4])]
+    shown.clear()
+    shown.add_event(run_started(epochs=5, steps_per_epoch=10))
+    shown.add_event(step(1, 1.0))
+    shown.refresh()
+    assert box.viewRange()[0] == pytest.approx([0, 50])

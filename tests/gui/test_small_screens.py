@@ -16,7 +16,7 @@ TINY = "timm:test_efficientnet"
 LOAD_MS = 60_000
 SMALL = (1024, 768)
 PLOT_MIN_PX = 120
-PAGES = ("data", "train", "results", "try", "runs")
+PAGES = ("data", "train", "results", "labels", "map", "try", "runs")
 
 
 def _loaded_with_data(qtbot, window: MainWindow, folder: Path) -> None:
