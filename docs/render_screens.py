@@ -7,7 +7,8 @@ At 1400×900 it writes ``screen-model.png`` (the demo model, its head highlighte
 (the Train page after a short demo run, live plots filled), ``screen-results.png`` (the
 Results page of that run) and ``screen-runs.png`` (the Runs page: that run and a stopped one).
 At each of ``--sizes`` it writes ``screens/<page>-<W>x<H>.png`` for the pages a user goes
-through (model, data, train during a run, results, try it with and without heatmaps), so a
+through (model, data, train during a run, results and try it, each with and without heatmaps,
+check labels with two changes queued, the map of the digits), so a
 layout that breaks on a small
 or a large screen is seen, not guessed.
 Runs the real demo: the digits images and the run folder go to a temporary directory, and
@@ -44,8 +45,18 @@ def main(argv: list[str] | None = None) -> int:
     from headswap_gui.gui.qt_env import prepare_qt_environment
 
     prepare_qt_environment()
-    from PySide6.QtCore import QCoreApplication, QEventLoop, QPoint, QSettings, QTimer, SignalInstance
-    from PySide6.QtGui import QColor, QPainter
+    from PySide6.QtCore import (
+        QCoreApplication,
+        QEvent,
+        QEventLoop,
+        QPoint,
+        QPointF,
+        QSettings,
+        Qt,
+        QTimer,
+        SignalInstance,
+    )
+    from PySide6.QtGui import QColor, QMouseEvent, QPainter
     from PySide6.QtWidgets import QApplication, QWidget
 
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(work / "settings"))
@@ -174,11 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     QTimer.singleShot(TIMEOUT_MS, mid_run.quit)
     mid_run.exec()
     shoot("train")  # during the run: epochs 4… still to come
-    wait_for(window.trainingFinished, "the training run")
+    if window.is_training():  # it may have ended during the shots
+        wait_for(window.trainingFinished, "the training run")
     save(window, "screen-training.png")
 
     # 4. The evaluation on the validation images.
-    wait_for(window.resultsReady, "the evaluation")
+    if not window.results_panel.has_results():
+        wait_for(window.resultsReady, "the evaluation")
     window.tabs.setCurrentIndex(2)
     if window.results_panel is not None:
         rows = window.results_panel.class_metrics()
@@ -194,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
             settle(100)
     save(window, "screen-results.png")
     shoot("results")
+    window.results_panel.heatmaps.set_enabled(True)  # Grad-CAM over the selected cell's images
+    wait_for(window.results_panel.heatmaps.heatmapsReady, "the Results heatmaps")
+    shoot("results-heatmap")
+    window.results_panel.heatmaps.set_enabled(False)
     window.try_images(sorted(str(p) for p in (work / "digits").rglob("*.png"))[:12])
     wait_for(window.try_panel.predictionsReady, "the Try it predictions")
     shoot("try")
@@ -202,6 +219,44 @@ def main(argv: list[str] | None = None) -> int:
     shoot("try-heatmap")
     window.try_panel.set_heatmap_enabled(False)
 
+    # The Check labels page: the run's backbone ranks the digits' labels; the two worst queued to move.
+    window.show_page("labels")
+    labels = window.labels_panel
+    labels.check_labels()
+    wait_for(labels.checkFinished, "the label check")
+    worst = [issue for issue in labels.shown_issues() if issue.kind == "label" and issue.flagged][:2]
+    for issue in worst:
+        labels.queue_moves([issue.path], issue.suggested_label)
+    labels.select_paths([issue.path for issue in worst[:1]])
+    for _ in range(50):
+        if not labels.thumbnails_loading():
+            break
+        settle(100)
+    shoot("labels")
+
+    # The Map page: the run's features of the digits by t-SNE, the model's mistakes ringed, a
+    # lasso pick around one of them and the pointer over it.
+    import numpy as np
+
+    window.show_page("map")
+    atlas = window.map_panel
+    atlas.compute()
+    wait_for(atlas.mapReady, "the map")
+    info = atlas.map_info()
+    wrong = [int(i) for i in info.misclassified.nonzero()[0]] or [0]
+    middle = np.median(info.coordinates, axis=0)  # a mistake in the thick of the map, clear of the legend
+    wrong.sort(key=lambda i: float(((info.coordinates[i] - middle) ** 2).sum()))
+    x, y = info.coordinates[wrong[0]]
+    reach = 0.04 * float(info.coordinates.max() - info.coordinates.min())
+    atlas.select_polygon([(x - reach, y - reach), (x + reach, y - reach), (x + reach, y + reach), (x - reach, y + reach)])
+    at = atlas.point_position(wrong[0])
+    viewport = atlas.plot_viewport()
+    QApplication.sendEvent(viewport, QMouseEvent(QEvent.Type.MouseMove, at, QPointF(viewport.mapToGlobal(at.toPoint())),
+                                                 Qt.MouseButton.NoButton, Qt.MouseButton.NoButton,
+                                                 Qt.KeyboardModifier.NoModifier))
+    settle(300)  # the hovered image's thumbnail
+    shoot("map")
+
     # 5. The Runs page with that run (and a second, stopped one, to show the statuses).
     window.apply_training_settings({**DEMO_TRAIN_SETTINGS, "epochs": 30})
     window.start_training(window.training_panel.config())
@@ -209,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     window.stop_training()
     wait_for(window.trainingFinished, "the second run to stop")
     window.runs_panel.refresh()
-    window.tabs.setCurrentIndex(4)
+    window.show_page("runs")
     save(window, "screen-runs.png")
 
     window.close()
