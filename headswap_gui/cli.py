@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -649,8 +649,37 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _label_issues(args: argparse.Namespace) -> int:
+def _drive_job(events: Iterator[object], stop: threading.Event, started_type: type, announce: Callable[[Any], str],
+               finished_type: type, what: str) -> tuple[Any, int]:
+    """Run one analysis job's events to the end on the terminal: why one place owns this is that every
+    job needs the same live progress line, Ctrl-C/SIGTERM handling and "ended early" message.
+
+    Returns (the finished event, 0), or (None, 128 + signal) when a signal stopped the job.
+    """
     from .cli_progress import ProgressPrinter
+    from .core.errors import HeadswapError
+
+    printer = ProgressPrinter(sys.stderr)
+    finished, redrawn = None, False
+    with _stop_on_signals(stop) as signals:
+        for event in events:
+            if isinstance(event, started_type):
+                print(announce(event), file=sys.stderr)
+            elif isinstance(event, finished_type):
+                finished = event
+            else:
+                printer.show(event)
+                redrawn = sys.stderr.isatty()
+    if redrawn:
+        print(file=sys.stderr)  # end the live progress line
+    if signals:
+        return None, 128 + signals[0]
+    if finished is None or finished.info is None:
+        raise HeadswapError(finished.message if finished is not None else f"{what} ended early")
+    return finished, 0
+
+
+def _label_issues(args: argparse.Namespace) -> int:
     from .core.data import printable_path, scan_image_folder
     from .core.devices import cpu_cores
     from .core.errors import HeadswapError
@@ -663,25 +692,15 @@ def _label_issues(args: argparse.Namespace) -> int:
     dataset = scan_image_folder(args.data)
     stop = threading.Event()
     events = find_label_issues(loaded, dataset, LabelCheckConfig(device=args.device, cpu_threads=cpu_cores()), stop=stop)
-    printer = ProgressPrinter(sys.stderr)
-    finished, redrawn = None, False
-    with _stop_on_signals(stop) as signals:
-        for event in events:
-            if isinstance(event, LabelCheckStarted):
-                broken = f" and {event.broken} broken file{'s' if event.broken != 1 else ''}" if event.broken else ""
-                print(f"checking the labels of {event.images:,} training images{broken} in {len(event.class_names)} "
-                      f"classes on {event.device} ({event.folds}-fold)", file=sys.stderr)
-            elif isinstance(event, LabelCheckFinished):
-                finished = event
-            else:
-                printer.show(event)
-                redrawn = sys.stderr.isatty()
-    if redrawn:
-        print(file=sys.stderr)  # end the live progress line
-    if signals:
-        return 128 + signals[0]
-    if finished is None or finished.info is None:
-        raise HeadswapError(finished.message if finished is not None else "the label check ended early")
+
+    def announce(event: LabelCheckStarted) -> str:
+        broken = f" and {event.broken} broken file{'s' if event.broken != 1 else ''}" if event.broken else ""
+        return (f"checking the labels of {event.images:,} training images{broken} in {len(event.class_names)} "
+                f"classes on {event.device} ({event.folds}-fold)")
+
+    finished, exit_code = _drive_job(events, stop, LabelCheckStarted, announce, LabelCheckFinished, "the label check")
+    if finished is None:
+        return exit_code
     info = finished.info
     shown = info.top(args.top) if args.top is not None else info.flagged
     print(finished.message, file=sys.stderr)
@@ -719,7 +738,6 @@ def _label_issues(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from .cli_progress import ProgressPrinter
     from .core.atomic import refuse_folder
     from .core.data import printable_path, scan_image_folder
     from .core.devices import cpu_cores
@@ -743,25 +761,14 @@ def _embed(args: argparse.Namespace) -> int:
     stop = threading.Event()
     config = EmbeddingConfig(method=args.method, device=args.device, cpu_threads=cpu_cores())
     events = compute_embedding(loaded, dataset, config, stop=stop)
-    printer = ProgressPrinter(sys.stderr)
-    finished, redrawn = None, False
-    with _stop_on_signals(stop) as signals:
-        for event in events:
-            if isinstance(event, EmbeddingStarted):
-                method = "t-SNE" if event.method == "tsne" else "PCA"
-                print(f"mapping {event.images:,} images in {len(event.class_names)} classes by {method} "
-                      f"on {event.device}", file=sys.stderr)
-            elif isinstance(event, EmbeddingFinished):
-                finished = event
-            else:
-                printer.show(event)
-                redrawn = sys.stderr.isatty()
-    if redrawn:
-        print(file=sys.stderr)  # end the live progress line
-    if signals:
-        return 128 + signals[0]
-    if finished is None or finished.info is None:
-        raise HeadswapError(finished.message if finished is not None else "the map ended early")
+
+    def announce(event: EmbeddingStarted) -> str:
+        method = "t-SNE" if event.method == "tsne" else "PCA"
+        return f"mapping {event.images:,} images in {len(event.class_names)} classes by {method} on {event.device}"
+
+    finished, exit_code = _drive_job(events, stop, EmbeddingStarted, announce, EmbeddingFinished, "the map")
+    if finished is None:
+        return exit_code
     (write_map_png if extension == ".png" else write_map_csv)(args.output, finished.info)
     print(f"{finished.message}; wrote {printable_path(args.output)}", file=sys.stderr)
     return 0
