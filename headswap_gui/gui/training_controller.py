@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 __all__ = ["TrainingController"]
 
 _PANEL_INTERVAL_S = 0.25  # the progress readout changes at most four times a second
+# How long a run's worker waits for the window to finish the run's start on screen before it
+# calls ``fit`` (see ``start``): bounded, so a window that never gets back to its event loop
+# cannot hold the run.
+_SCREEN_FIRST_S = 1.0
 
 
 class TrainingController(QObject):
@@ -103,10 +107,18 @@ class TrainingController(QObject):
         # The last results stay until the run has a better answer; they say they are older.
         controller.bump_version("a new run started")
         heads = controller.heads
+        # ``fit``'s first fraction of a second (the meta-device size check, moving the model)
+        # is pure Python that holds the GIL; the window's start of the run (the Train page's
+        # first paint, the pages stepping aside: ~60 ms of Python-heavy GUI work) would then
+        # wait for the interpreter at every Qt call and freeze for 100–200 ms
+        # (bench_gui_latency). So the worker starts (and owns the model) now, but waits until
+        # the event loop has delivered what was posted here before it calls ``fit``.
+        screen_done = threading.Event()
 
         def factory(stop: threading.Event) -> Iterator[object]:
             from headswap_gui.core import training
 
+            screen_done.wait(_SCREEN_FIRST_S)
             return training.fit(loaded, dataset, config, run_dir, stop=stop, heads=heads, resume=resume)
 
         self._show_train_page_now()
@@ -116,6 +128,7 @@ class TrainingController(QObject):
         runner.finished.connect(self._on_train_finished)
         window.set_training_ui(True)
         self.trainingStarted.emit()
+        QTimer.singleShot(0, screen_done.set)  # queued behind the paints and layouts posted above
         return True
 
     def _show_train_page_now(self) -> None:
@@ -124,9 +137,13 @@ class TrainingController(QObject):
         does not have to share the interpreter with ``fit``'s Python-heavy start, which
         stretched it to 150–260 ms of frozen window (bench_gui_latency, the run's start)."""
         window = self._window
-        if window.training_panel is not None:
-            window.training_panel.set_running(True)
-        window.show_page("train")
+        window.setUpdatesEnabled(False)  # one paint of the new layout, not one per changed label
+        try:
+            if window.training_panel is not None:
+                window.training_panel.set_running(True)
+            window.show_page("train")
+        finally:
+            window.setUpdatesEnabled(True)
         QCoreApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest.value)
         window.repaint()
 

@@ -556,16 +556,17 @@ class TrainingPanel(QWidget):
     def set_running(self, running: bool) -> None:
         """Lock the form and swap Start for Stop while a run is active. The settings fold away
         when a run starts and stay folded after it, so its curves keep the page's height; the
-        header's toggle brings them back."""
+        header's toggle brings them back. Saying it again changes nothing."""
+        starting = bool(running) and not self._running
         self._running = bool(running)
         self._form_widget.setEnabled(not running)
         self._start_button.setEnabled(not running)
         self._stop_button.setEnabled(running)
-        if running:
+        if starting:
             self.set_settings_expanded(False)
             self._progress_box.setVisible(True)
         self._settings_summary.setText(self.settings_summary())
-        if running:
+        if starting:
             self._reset_display()
             self._progress.setRange(0, 0)  # busy until RunStarted says how long the run is
             self._set_status(self.tr("Preparing the run…"))

@@ -144,9 +144,22 @@ def test_stopped_and_failed_runs_keep_their_progress(panel) -> None:
     panel.add_event(RunFinished("stopped", "stopped in epoch 1", None, None, None))
     assert panel.progress_value() == 25
     assert "Stopped" in panel.status_text()
+    panel.set_running(False)  # as the window does when a run's job has ended
     panel.set_running(True)  # next run starts from scratch
+    assert panel.progress_value() == 0
     panel.add_event(RunFinished("failed", "CUDA out of memory <lower the batch size>", None, None, None))
     assert "Failed" in panel.status_text() and "&lt;lower" in panel.status_text()
+
+
+def test_saying_running_again_keeps_the_runs_readout(panel) -> None:
+    """The window marks the panel running twice as a run starts (its page first, then every
+    page); the second must not wipe what the run has shown by then."""
+    panel.set_running(True)
+    for event in _run_events()[:5]:  # up to step 2 of 4 in epoch 1 of 2
+        panel.add_event(event)
+    panel.set_running(True)
+    assert panel.progress_value() == 25
+    assert child(panel, "stepLabel").text() == "2 / 4 in this epoch · 2 of 8"
 
 
 def test_learning_rate_box_and_durations(qtbot) -> None:
