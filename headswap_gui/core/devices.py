@@ -9,7 +9,9 @@ slower or unsupported, and fp32 is the safe default.
 from __future__ import annotations
 
 import os
-from contextlib import AbstractContextManager, nullcontext
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +45,62 @@ def training_threads(cores: int | None = None) -> int:
     """Intra-op threads for training on the CPU: all cores but one, which the GUI keeps."""
     cores = cpu_cores() if cores is None else cores
     return max(1, cores - 1)
+
+
+_threads_lock = threading.Lock()
+_threads_holders = 0  # jobs inside cpu_threads() now
+_threads_count = 0  # the count they run with
+_threads_before: int | None = None  # the count before the first of them came in
+
+
+@contextmanager
+def cpu_threads(device: torch.device, count: int | None = None) -> Iterator[None]:
+    """A CPU job's claim on torch's intra-op thread count (``count``, default
+    :func:`training_threads`) for the block, made on the job's own thread; elsewhere than
+    the CPU nothing changes.
+
+    ``torch.set_num_threads`` acts on the calling thread's OpenMP pool, but also on MKL and
+    on the default every thread started later picks up: state of the whole process. So it is
+    never changed under a running job: the first job to come in sets it, a job that comes in
+    while another holds it takes the same count on its thread, and only the last one out
+    puts back the count from before. (The window runs one such job at a time under its model
+    lease; this keeps it true anywhere else.)
+    """
+    global _threads_holders, _threads_count, _threads_before
+    if device.type != "cpu":
+        yield
+        return
+    with _threads_lock:
+        if _threads_holders == 0:
+            _threads_before, _threads_count = torch.get_num_threads(), count or training_threads()
+        _threads_holders += 1
+        torch.set_num_threads(_threads_count)
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _threads_holders -= 1
+            if _threads_holders == 0 and _threads_before is not None:
+                torch.set_num_threads(_threads_before)
+                _threads_before = None
+
+
+@contextmanager
+def one_cpu_thread() -> Iterator[None]:
+    """One intra-op thread for a block of many tiny operations, where splitting each over
+    threads costs more than it saves; only when the caller's job is the one job holding
+    :func:`cpu_threads` (or none is), so no other job's count changes under it."""
+    with _threads_lock:
+        alone = _threads_holders <= 1
+        previous = torch.get_num_threads()
+        if alone:
+            torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if alone:
+            with _threads_lock:
+                torch.set_num_threads(previous)
 
 
 def list_devices() -> list[DeviceInfo]:
@@ -106,6 +164,31 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16
     with torch.cuda.device(device):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+
+
+@dataclass(frozen=True)
+class TrainingPrecision:
+    """How a run computes on its device: the autocast dtype (None: fp32), channels-last
+    layout, and a note when the asked-for precision is not available there."""
+
+    autocast_dtype: torch.dtype | None
+    channels_last: bool
+    note: str | None = None
+
+
+def training_precision(precision: str, channels_last: bool | None, device: torch.device) -> TrainingPrecision:
+    """``precision`` and ``channels_last`` (None: where it helps) as ``device`` can run them.
+
+    Channels-last speeds convolutions up on CUDA and on CPU (oneDNN): resnet18 training steps
+    0.64 → 0.56 s, the demo's forward 0.28 → 0.18 s per 64 images on one CPU thread.
+    """
+    dtype = autocast_dtype(precision, device)
+    note = None
+    if precision in ("bf16", "fp16") and dtype is None:
+        note = f"mixed precision runs on CUDA only; training in fp32 on {device}"
+    supported = device.type in ("cuda", "cpu")
+    layout = supported if channels_last is None else bool(channels_last and supported)
+    return TrainingPrecision(dtype, layout, note)
 
 
 def describe_device(device: torch.device) -> str:

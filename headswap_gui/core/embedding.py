@@ -55,13 +55,12 @@ import torch
 
 from .atomic import save_user_file
 from .data import DatasetInfo, ImageSample, printable_path
-from .devices import autocast_dtype, describe_device, resolve_device, training_threads
+from .devices import autocast_dtype, cpu_threads, describe_device, resolve_device, training_threads
 from .errors import DataError, HeadswapError
 from .events import Note, Progress
 from .feature_cache import cacheable_head
 from .label_issues import (
     FEATURES_STAGE,
-    cpu_threads,
     feature_head,
     pooled_features,
     principal_components,

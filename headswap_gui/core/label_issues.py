@@ -56,7 +56,7 @@ import torch.nn.functional as F
 
 from . import feature_cache
 from .data import DatasetInfo, ImageSample, printable_path
-from .devices import autocast_dtype, describe_device, resolve_device, training_threads
+from .devices import autocast_dtype, cpu_threads, describe_device, one_cpu_thread, resolve_device
 from .errors import DataError, HeadError, HeadswapError
 from .events import Note, Progress
 from .heads import HeadInfo
@@ -415,21 +415,6 @@ def _with_top_class(head: torch.nn.Module) -> Callable[[torch.Tensor], torch.Ten
     return reduce
 
 
-@contextmanager
-def cpu_threads(device: torch.device, count: int | None) -> Iterator[None]:
-    """On the CPU, torch's intra-op threads set to ``count`` (default: all cores but one, which
-    the GUI keeps) for the block, and given back after it; elsewhere nothing changes."""
-    if device.type != "cpu":
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count or training_threads())
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def pooled(features: torch.Tensor) -> torch.Tensor:
     """One vector per image: feature maps (N, C, H, W) averaged over space, token sequences
     (N, T, D) averaged over tokens; vectors as they are."""
@@ -593,12 +578,8 @@ def _threads_for(device: torch.device, work: int) -> Iterator[None]:
     if device.type != "cpu" or work >= SMALL_FIT_WORK:
         yield
         return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_cpu_thread():
         yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _effective_folds(samples: Sequence[Any] | np.ndarray, folds: int) -> int:
