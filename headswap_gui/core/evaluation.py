@@ -9,7 +9,7 @@ for a head on cached features, so both paths count the same way.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,21 +78,15 @@ def evaluate(
     if first is not None and first.device != device:
         model.to(device)
     model.eval()
-    amp = autocast_context(device, autocast_dtype)
     targets, predictions, probabilities, losses = [], [], [], []
-    with torch.no_grad():
-        for images, labels in loader:
-            if stop is not None and stop.is_set():
-                return None
-            images = to_device_batch(images, device, channels_last)
-            labels = labels.to(device, non_blocking=True)
-            with amp:
-                logits, _ = split_outputs(call_model(model, images))
-            logits = logits.float()
-            losses.append(F.cross_entropy(logits, labels, reduction="none").cpu())
-            probabilities.append(logits.softmax(dim=1).cpu())
-            predictions.append(logits.argmax(dim=1).cpu())
-            targets.append(labels.cpu())
+    for batch in _batch_logits(model_logits(model), loader, device, autocast_dtype, channels_last, stop):
+        if batch is None:
+            return None
+        logits, labels = batch
+        losses.append(F.cross_entropy(logits, labels, reduction="none").cpu())
+        probabilities.append(logits.softmax(dim=1).cpu())
+        predictions.append(logits.argmax(dim=1).cpu())
+        targets.append(labels.cpu())
     if not targets:
         return EvalResult(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 0), np.float32), np.zeros(0, np.float32))
     return EvalResult(
@@ -115,22 +109,39 @@ def validate(
     """``(mean loss, accuracy)`` of ``forward`` (inputs → main logits, the caller has put the
     model in eval mode) over ``batches``; ``None`` if ``stop`` was set (an :class:`AgreedStop`
     is read after every batch, so every rank must see the same number of batches)."""
-    amp = autocast_context(device, autocast_dtype)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
-    with torch.no_grad():
-        for inputs, targets in batches:
-            if stop is not None and stop.is_set():
-                return None
-            inputs = to_device_batch(inputs, device, channels_last)
-            targets = targets.to(device, non_blocking=True)
-            with amp:
-                logits = forward(inputs)
-            loss_sum += F.cross_entropy(logits.float(), targets, reduction="sum")
-            correct += (logits.argmax(dim=1) == targets).sum()
-            seen += int(targets.shape[0])
+    for batch in _batch_logits(forward, batches, device, autocast_dtype, channels_last, stop):
+        if batch is None:
+            return None
+        logits, targets = batch
+        loss_sum += F.cross_entropy(logits, targets, reduction="sum")
+        correct += (logits.argmax(dim=1) == targets).sum()
+        seen += int(targets.shape[0])
     return float(loss_sum) / seen, int(correct) / seen
+
+
+def _batch_logits(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    channels_last: bool,
+    stop: threading.Event | AgreedStop | None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor] | None]:
+    """``(fp32 logits, targets)`` on ``device`` for each batch, without gradients; one
+    ``None`` and the end when ``stop`` is set (it is read before every batch)."""
+    amp = autocast_context(device, autocast_dtype)
+    for inputs, targets in batches:
+        if stop is not None and stop.is_set():
+            yield None
+            return
+        inputs = to_device_batch(inputs, device, channels_last)
+        targets = targets.to(device, non_blocking=True)
+        with torch.no_grad(), amp:  # entered per batch: a grad mode held across a yield leaks into the caller
+            logits = forward(inputs)
+        yield logits.float(), targets
 
 
 def model_logits(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
