@@ -76,6 +76,16 @@ def cache_check(model: nn.Module, head_path: str, images: torch.Tensor) -> tuple
     return True, ""
 
 
+def usable_head(heads: list[HeadInfo], model: nn.Module, probe: torch.Tensor) -> tuple[str | None, str]:
+    """The head whose inputs a run can cache — :func:`cacheable_head`, confirmed by
+    :func:`cache_check` on the ``probe`` images — or ``None`` and why not."""
+    head_path, reason = cacheable_head(heads)
+    if head_path is None:
+        return None, reason
+    ok, reason = cache_check(model, head_path, probe)
+    return (head_path, "") if ok else (None, reason)
+
+
 @contextmanager
 def capture_head_input(model: nn.Module, head_path: str) -> Iterator[list[torch.Tensor]]:
     """Within the block, a pre-hook on the head appends its first positional input (detached)

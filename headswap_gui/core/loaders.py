@@ -9,6 +9,7 @@ uncached run see identical batches and a resumed run shuffles exactly like an un
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -63,6 +64,53 @@ def make_loader(
         pin_memory=device is not None and device.type == "cuda",
         **options,
     )
+
+
+@dataclass
+class ImageLoaders:
+    """A run's loaders when every step runs the whole model: the training loader follows
+    ``train_sampler``'s order (set each epoch); ``val_share`` is how many validation images
+    this process measures (all of them in one process, its part under torchrun)."""
+
+    train_sampler: OrderSampler
+    train: DataLoader
+    val: DataLoader
+    val_share: int
+
+    def close(self) -> None:
+        close_loader(self.train)
+        close_loader(self.val)
+
+
+def image_loaders(
+    train: Sequence[ImageSample],
+    val: Sequence[ImageSample],
+    train_transform: Any,
+    eval_transform: Any,
+    *,
+    rank_batches: Sequence[int],
+    rank: int,
+    workers: int,
+    device: torch.device,
+    generator: torch.Generator,
+    drop_last: bool,
+) -> ImageLoaders:
+    """The training and validation loaders of one process: under torchrun each rank loads its
+    share of every batch (``rank_batches[rank]``; the sampler's order is the rank's part, cut
+    by ``distributed.batch_slices``, which drops the last batch itself) and validates its
+    part of the validation split."""
+    sampler = OrderSampler(len(train))
+    distributed = len(rank_batches) > 1
+    train_loader = make_loader(
+        ImageDataset(train, train_transform), batch_size=rank_batches[rank], sampler=sampler, workers=workers,
+        device=device, generator=generator, drop_last=drop_last and not distributed,
+    )
+    val_part = torch.tensor_split(torch.arange(len(val)), len(rank_batches))[rank].tolist()
+    val_loader = make_loader(
+        ImageDataset([val[i] for i in val_part], eval_transform), batch_size=rank_batches[rank], sampler=None,
+        workers=workers, device=device,
+    )
+    return ImageLoaders(sampler, train_loader, val_loader, len(val_part))
 
 
 def build_eval_loader(

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -36,6 +37,20 @@ def compute_loss(output: Any, targets: torch.Tensor, criterion: nn.Module) -> tu
     if aux:
         loss = loss + AUX_LOSS_WEIGHT * torch.stack([criterion(a, targets) for a in aux]).mean()
     return loss, logits
+
+
+def build_criterion(
+    labels: Sequence[int], num_classes: int, *, class_weights: bool, label_smoothing: float, device: torch.device,
+) -> nn.CrossEntropyLoss:
+    """The run's loss: cross-entropy, with ``class_weights`` inversely proportional to how
+    often each class occurs in ``labels`` (the training split), so a rare class counts as
+    much as a common one."""
+    weight = None
+    if class_weights:
+        counts = np.bincount(list(labels), minlength=num_classes).astype(np.float64)
+        inverse = np.divide(counts.sum(), num_classes * counts, out=np.zeros_like(counts), where=counts > 0)
+        weight = torch.tensor(inverse, dtype=torch.float32, device=device)
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
 
 
 @dataclass

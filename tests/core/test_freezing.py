@@ -146,3 +146,28 @@ def test_the_schedule_sets_each_group_from_its_initial_lr():
         assert group["lr"] == pytest.approx(group["initial_lr"] * factor)
     with pytest.raises(HeadswapError, match="schedule"):
         build_schedule("step", optimizer, epochs=1, steps_per_epoch=4)
+
+
+def test_a_runs_phase_rebuilds_optimizer_and_schedule_together_at_the_unfreeze():
+    from headswap_gui.core.optimizer_phase import PhaseOptimizer
+    from headswap_gui.core.train_config import TrainConfig
+
+    model = tiny_model()
+    config = TrainConfig(epochs=4, freeze="gradual", unfreeze_after=1, lr=0.01, warmup_epochs=0.0, backbone_lr_factor=0.1)
+    phase = PhaseOptimizer(model, ["classifier"], config, steps_per_epoch=3)
+    assert phase.plan.phase == "head" and phase.phase_epochs() == (0, 1)
+    assert trainable_parameters_match_optimizer(model, phase.optimizer)
+    assert not phase.unfreezes_at(0) and phase.unfreezes_at(1)
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    phase.optimizer.step()
+    head_moments = phase.optimizer.state[model.classifier.weight]["exp_avg"].clone()
+    head_only, schedule = phase.optimizer, phase.schedule
+    note = phase.unfreeze(1)
+    assert "epoch 2" in note and "lr × 0.1" in note
+    assert phase.optimizer is not head_only and phase.schedule is not schedule
+    assert phase.plan.phase == "full" and phase.phase_epochs() == (1, 3) and not phase.unfreezes_at(2)
+    assert trainable_parameters_match_optimizer(model, phase.optimizer)
+    assert not trainable_parameters_match_optimizer(model, head_only)  # the stale one would miss the backbone
+    assert torch.equal(phase.optimizer.state[model.classifier.weight]["exp_avg"], head_moments)
+    backbone = next(g for g in phase.optimizer.param_groups if g["name"] == "backbone")
+    assert backbone["lr"] == pytest.approx(0.001)
