@@ -49,7 +49,6 @@ from PySide6.QtWidgets import (
     QListWidget,
     QMenu,
     QProgressBar,
-    QPushButton,
     QSplitter,
     QStackedWidget,
     QStyle,
@@ -79,6 +78,7 @@ from headswap_gui.core.label_issues import (
     LabelIssuesInfo,
     find_label_issues,
 )
+from headswap_gui.gui.buttons import push_button
 from headswap_gui.gui.jobs import ModelLease, leased
 from headswap_gui.gui.thumbnails import Thumbnail, ThumbnailLoader, fit_pixmap, placeholder_pixmap
 from headswap_gui.gui.worker import GeneratorRunner
@@ -392,17 +392,18 @@ class CheckLabelsPanel(QWidget):
     # -- construction -----------------------------------------------------------------------
 
     def _build(self) -> None:
-        self._check_button = QPushButton(self.tr("Check labels"), self)
-        self._check_button.setObjectName("checkLabelsButton")
-        self._check_button.setAccessibleName(self.tr("Find the images most likely mislabelled"))
-        self._check_button.setToolTip(self.tr(
-            "Rank the training images by how likely their label is wrong: the model's backbone describes each "
-            "image, and a classifier that never saw the image predicts its class (5-fold)"))
-        self._check_button.clicked.connect(self._on_check_button_clicked)
-        self._stop_button = QPushButton(self.tr("Stop"), self)
-        self._stop_button.setObjectName("stopCheckButton")
-        self._stop_button.setAccessibleName(self.tr("Stop the label check"))
-        self._stop_button.clicked.connect(self._on_stop_button_clicked)
+        self._check_button = push_button(
+            self, self.tr("Check labels"), name="checkLabelsButton",
+            accessible=self.tr("Find the images most likely mislabelled"),
+            tooltip=self.tr(
+                "Rank the training images by how likely their label is wrong: the model's backbone describes each "
+                "image, and a classifier that never saw the image predicts its class (5-fold)"),
+            on_click=self._on_check_button_clicked,
+        )
+        self._stop_button = push_button(
+            self, self.tr("Stop"), name="stopCheckButton", accessible=self.tr("Stop the label check"),
+            on_click=self._on_stop_button_clicked,
+        )
         self._progress = QProgressBar(self)
         self._progress.setObjectName("labelCheckProgressBar")
         self._progress.setAccessibleName(self.tr("Label check progress"))
@@ -415,23 +416,26 @@ class CheckLabelsPanel(QWidget):
         self._show_combo.setObjectName("issueFilterComboBox")
         self._show_combo.setAccessibleName(self.tr("Which images to show"))
         self._show_combo.currentIndexChanged.connect(self._on_show_combo_currentIndexChanged)
-        self._move_button = QPushButton(self.tr("Move to class ▸"), self)
-        self._move_button.setObjectName("moveToClassButton")
-        self._move_button.setAccessibleName(self.tr("Move the selected images to another class"))
+        self._move_button = push_button(
+            self, self.tr("Move to class ▸"), name="moveToClassButton",
+            accessible=self.tr("Move the selected images to another class"),
+        )
         self._move_menu = QMenu(self._move_button)
         self._move_menu.setObjectName("moveToClassMenu")
         self._move_menu.aboutToShow.connect(self._on_move_menu_aboutToShow)
         self._move_menu.triggered.connect(self._on_move_menu_triggered)
         self._move_button.setMenu(self._move_menu)
-        self._exclude_button = QPushButton(self.tr("Exclude from training"), self)
-        self._exclude_button.setObjectName("excludeImagesButton")
-        self._exclude_button.setAccessibleName(self.tr("Leave the selected images out of training"))
-        self._exclude_button.setToolTip(self.tr("Lists them in the folder's headswap-exclude.txt; the files stay"))
-        self._exclude_button.clicked.connect(self._on_exclude_button_clicked)
-        self._trash_button = QPushButton(self.tr("Move to trash"), self)
-        self._trash_button.setObjectName("trashImagesButton")
-        self._trash_button.setAccessibleName(self.tr("Move the selected images to the trash"))
-        self._trash_button.clicked.connect(self._on_trash_button_clicked)
+        self._exclude_button = push_button(
+            self, self.tr("Exclude from training"), name="excludeImagesButton",
+            accessible=self.tr("Leave the selected images out of training"),
+            tooltip=self.tr("Lists them in the folder's headswap-exclude.txt; the files stay"),
+            on_click=self._on_exclude_button_clicked,
+        )
+        self._trash_button = push_button(
+            self, self.tr("Move to trash"), name="trashImagesButton",
+            accessible=self.tr("Move the selected images to the trash"),
+            on_click=self._on_trash_button_clicked,
+        )
         top = QHBoxLayout()
         top.addWidget(self._check_button)
         top.addWidget(self._stop_button)
@@ -485,24 +489,27 @@ class CheckLabelsPanel(QWidget):
         self._pending_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self._pending_list.itemSelectionChanged.connect(self._update_actions)
         self._pending_title.setBuddy(self._pending_list)
-        self._remove_button = QPushButton(self.tr("Remove from list"), self)
-        self._remove_button.setObjectName("removePendingButton")
-        self._remove_button.setAccessibleName(self.tr("Take the selected changes off the list"))
-        self._remove_button.clicked.connect(self._on_remove_button_clicked)
-        self._apply_button = QPushButton(self)
-        self._apply_button.setObjectName("applyChangesButton")
-        self._apply_button.setAccessibleName(self.tr("Apply the pending changes to the image folder"))
-        self._apply_button.clicked.connect(self._on_apply_button_clicked)
+        self._remove_button = push_button(
+            self, self.tr("Remove from list"), name="removePendingButton",
+            accessible=self.tr("Take the selected changes off the list"),
+            on_click=self._on_remove_button_clicked,
+        )
+        self._apply_button = push_button(  # its text (the count of changes) is set as the list changes
+            self, "", name="applyChangesButton",
+            accessible=self.tr("Apply the pending changes to the image folder"),
+            on_click=self._on_apply_button_clicked,
+        )
         self._result = QLabel(self)
         self._result.setObjectName("applyResultLabel")
         self._result.setWordWrap(True)
         self._result.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self._result.hide()
-        self._retrain_button = QPushButton(self.tr("Retrain"), self)
-        self._retrain_button.setObjectName("retrainButton")
-        self._retrain_button.setAccessibleName(self.tr("Train again on the corrected folder"))
-        self._retrain_button.setToolTip(self.tr("Start a run with the Train page's settings (Ctrl+Return)"))
-        self._retrain_button.clicked.connect(self._on_retrain_button_clicked)
+        self._retrain_button = push_button(
+            self, self.tr("Retrain"), name="retrainButton",
+            accessible=self.tr("Train again on the corrected folder"),
+            tooltip=self.tr("Start a run with the Train page's settings (Ctrl+Return)"),
+            on_click=self._on_retrain_button_clicked,
+        )
         self._retrain_button.hide()
         buttons = QHBoxLayout()
         buttons.addWidget(self._remove_button)

@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QLabel,
     QPlainTextEdit,
-    QPushButton,
     QVBoxLayout,
     QWidget,
 )
@@ -25,6 +24,7 @@ from PySide6.QtWidgets import (
 from headswap_gui.core.cluster import ClusterJobInfo, write_cluster_job
 from headswap_gui.core.heads import HeadSpec, built_heads
 from headswap_gui.core.run_spec import TrainSpec
+from headswap_gui.gui.buttons import push_button
 
 __all__ = ["ClusterJobDialog", "cluster_spec", "write_job"]
 
@@ -76,9 +76,9 @@ class ClusterJobDialog(QDialog):
         )
         layout.addWidget(self.text)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, self)
-        self.copy_button = QPushButton(self.tr("Copy command"), self)
-        self.copy_button.setObjectName("copyCommandButton")
-        self.copy_button.setAccessibleName(self.tr("Copy the torchrun command"))
+        self.copy_button = push_button(
+            self, self.tr("Copy command"), name="copyCommandButton", accessible=self.tr("Copy the torchrun command"),
+        )
         buttons.addButton(self.copy_button, QDialogButtonBox.ButtonRole.ActionRole)
         self.copy_button.clicked.connect(self._on_copy_button_clicked)
         buttons.rejected.connect(self.reject)

@@ -50,7 +50,6 @@ from PySide6.QtWidgets import (  # noqa: E402
     QHeaderView,
     QLabel,
     QProgressBar,
-    QPushButton,
     QScrollArea,
     QSizePolicy,
     QSplitter,
@@ -65,6 +64,7 @@ from PySide6.QtWidgets import (  # noqa: E402
 
 from headswap_gui.core.data import DatasetInfo, scan_image_folder  # noqa: E402
 from headswap_gui.core.errors import FlatImageFolderError  # noqa: E402
+from headswap_gui.gui.buttons import push_button  # noqa: E402
 from headswap_gui.gui.thumbnails import Thumbnail, ThumbnailLoader, icon_for  # noqa: E402
 from headswap_gui.gui.worker import GeneratorRunner  # noqa: E402
 
@@ -403,13 +403,11 @@ class DataPanel(QWidget):
     # -- construction -----------------------------------------------------------------------
 
     def _build(self) -> None:
-        self._choose_button = QPushButton(self.tr("Choose folder…"), self)
-        self._choose_button.setObjectName("chooseFolderButton")
-        self._choose_button.setAccessibleName(self.tr("Choose image folder"))
-        self._choose_button.setToolTip(
-            self.tr("Choose a folder with one subfolder of images per class (or train/ and val/)")
+        self._choose_button = push_button(
+            self, self.tr("Choose folder…"), name="chooseFolderButton", accessible=self.tr("Choose image folder"),
+            tooltip=self.tr("Choose a folder with one subfolder of images per class (or train/ and val/)"),
+            on_click=self._on_choose_button_clicked,
         )
-        self._choose_button.clicked.connect(self._on_choose_button_clicked)
 
         self._path_label = QLabel(self.tr("No folder loaded"), self)
         self._path_label.setObjectName("dataPathLabel")
@@ -432,11 +430,12 @@ class DataPanel(QWidget):
         self._error_label = _message_label(self, "dataErrorLabel", error=True)
         # A folder of images without class folders may be meant for trying the model, not
         # for training: offer that next to the explanation.
-        self._try_images_button = QPushButton(self.tr("Classify them in Try it"), self)
-        self._try_images_button.setObjectName("tryLooseImagesButton")
-        self._try_images_button.setAccessibleName(self.tr("Classify these images in Try it"))
-        self._try_images_button.setToolTip(self.tr("Show these images on the Try it page with the model's scores"))
-        self._try_images_button.clicked.connect(self._on_try_images_button_clicked)
+        self._try_images_button = push_button(
+            self, self.tr("Classify them in Try it"), name="tryLooseImagesButton",
+            accessible=self.tr("Classify these images in Try it"),
+            tooltip=self.tr("Show these images on the Try it page with the model's scores"),
+            on_click=self._on_try_images_button_clicked,
+        )
         self._try_images_button.hide()
         self._summary_label = QLabel(self)
         self._summary_label.setObjectName("dataSummaryLabel")
@@ -492,11 +491,12 @@ class DataPanel(QWidget):
         self._next_label = QLabel(self)
         self._next_label.setObjectName("dataNextLabel")
         self._next_label.setWordWrap(True)
-        self._train_button = QPushButton(self.tr("Train on these images"), self)
-        self._train_button.setObjectName("trainOnDataButton")
-        self._train_button.setAccessibleName(self.tr("Train on these images"))
-        self._train_button.setToolTip(self.tr("Start training with the settings on the Train page (Ctrl+Return)"))
-        self._train_button.clicked.connect(self.trainRequested)
+        self._train_button = push_button(
+            self, self.tr("Train on these images"), name="trainOnDataButton",
+            accessible=self.tr("Train on these images"),
+            tooltip=self.tr("Start training with the settings on the Train page (Ctrl+Return)"),
+            on_click=self.trainRequested,
+        )
         next_box = QGroupBox(self.tr("Next"), self)
         next_box.setObjectName("dataNextBox")
         next_layout = QVBoxLayout(next_box)

@@ -35,7 +35,6 @@ from PySide6.QtWidgets import (  # noqa: E402
     QHBoxLayout,
     QLabel,
     QProgressBar,
-    QPushButton,
     QVBoxLayout,
     QWidget,
 )
@@ -52,6 +51,7 @@ from headswap_gui.core.embedding import (  # noqa: E402
     compute_embedding,
 )
 from headswap_gui.core.events import Note, Progress  # noqa: E402
+from headswap_gui.gui.buttons import push_button  # noqa: E402
 from headswap_gui.gui.jobs import ModelLease, leased  # noqa: E402
 from headswap_gui.gui.thumbnails import ThumbnailLoader, fit_pixmap  # noqa: E402
 from headswap_gui.gui.training_panel import format_duration  # noqa: E402
@@ -159,13 +159,13 @@ class MapPanel(QWidget):
     # -- construction -----------------------------------------------------------------------
 
     def _build(self) -> None:
-        self._compute_button = QPushButton(self.tr("Compute map"), self)
-        self._compute_button.setObjectName("computeMapButton")
-        self._compute_button.setAccessibleName(self.tr("Compute the map"))
-        self._compute_button.setToolTip(self.tr(
-            "Run the model over the Data page's images and place each one by its features: "
-            "similar images end up close together"))
-        self._compute_button.clicked.connect(self._on_compute_button_clicked)
+        self._compute_button = push_button(
+            self, self.tr("Compute map"), name="computeMapButton", accessible=self.tr("Compute the map"),
+            tooltip=self.tr(
+                "Run the model over the Data page's images and place each one by its features: "
+                "similar images end up close together"),
+            on_click=self._on_compute_button_clicked,
+        )
         self._method = QComboBox(self)
         self._method.setObjectName("mapMethodComboBox")
         self._method.setAccessibleName(self.tr("How the features are projected to 2D"))
@@ -173,10 +173,9 @@ class MapPanel(QWidget):
         self._method.addItem(self.tr("PCA (fast)"), "pca")
         self._method.setToolTip(self.tr(
             "t-SNE keeps neighbours together (clusters show); PCA shows the two main directions of the features"))
-        self._stop_button = QPushButton(self.tr("Stop"), self)
-        self._stop_button.setObjectName("stopMapButton")
-        self._stop_button.setAccessibleName(self.tr("Stop computing the map"))
-        self._stop_button.clicked.connect(self.stop)
+        self._stop_button = push_button(
+            self, self.tr("Stop"), name="stopMapButton", accessible=self.tr("Stop computing the map"), on_click=self.stop,
+        )
         self._progress = QProgressBar(self)
         self._progress.setObjectName("mapProgressBar")
         self._progress.setAccessibleName(self.tr("Map progress"))
@@ -187,22 +186,23 @@ class MapPanel(QWidget):
         self._status.setWordWrap(True)
         self._status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
-        self._lasso_button = QPushButton(self.tr("Lasso"), self)
-        self._lasso_button.setObjectName("lassoButton")
-        self._lasso_button.setAccessibleName(self.tr("Lasso: draw around points to pick them"))
+        self._lasso_button = push_button(
+            self, self.tr("Lasso"), name="lassoButton", accessible=self.tr("Lasso: draw around points to pick them"),
+            tooltip=self.tr("Draw around points to pick them (or drag with Shift held)"),
+        )
         self._lasso_button.setCheckable(True)
-        self._lasso_button.setToolTip(self.tr("Draw around points to pick them (or drag with Shift held)"))
         self._lasso_button.toggled.connect(self._on_lasso_button_toggled)
-        self._clear_selection_button = QPushButton(self.tr("Clear selection"), self)
-        self._clear_selection_button.setObjectName("clearSelectionButton")
-        self._clear_selection_button.setAccessibleName(self.tr("Clear the picked points"))
-        self._clear_selection_button.clicked.connect(self.clear_selection)
-        self._relabel_button = QPushButton(self.tr("Relabel selected as ▸"), self)
-        self._relabel_button.setObjectName("relabelSelectedButton")
-        self._relabel_button.setAccessibleName(self.tr("Relabel the picked images"))
-        self._relabel_button.setToolTip(self.tr("Move the picked images to the class on the right "
-                                                "(queued on the Check labels page)"))
-        self._relabel_button.clicked.connect(self._on_relabel_button_clicked)
+        self._clear_selection_button = push_button(
+            self, self.tr("Clear selection"), name="clearSelectionButton", accessible=self.tr("Clear the picked points"),
+            on_click=self.clear_selection,
+        )
+        self._relabel_button = push_button(
+            self, self.tr("Relabel selected as ▸"), name="relabelSelectedButton",
+            accessible=self.tr("Relabel the picked images"),
+            tooltip=self.tr("Move the picked images to the class on the right "
+                            "(queued on the Check labels page)"),
+            on_click=self._on_relabel_button_clicked,
+        )
         self._relabel_class = QComboBox(self)
         self._relabel_class.setObjectName("relabelClassComboBox")
         self._relabel_class.setAccessibleName(self.tr("Class to move the picked images to"))

@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from headswap_gui.core.run_index import RunSummary, default_runs_root, list_runs
+from headswap_gui.gui.buttons import push_button
 
 RESUMABLE = frozenset({"stopped", "interrupted", "failed", "unfinished"})
 _COLUMNS = ("Started", "Status", "Model", "Data", "Classes", "Epochs", "Best val acc")
@@ -176,11 +177,7 @@ class RunsPanel(QWidget):
         self.compare_button.setEnabled(run is not None and run.epochs_done > 0)
 
     def _button(self, name: str, text: str, tip: str) -> QPushButton:
-        button = QPushButton(text, self)
-        button.setObjectName(name)
-        button.setAccessibleName(text.replace("&", ""))
-        button.setToolTip(tip)
-        return button
+        return push_button(self, text, name=name, accessible=text.replace("&", ""), tooltip=tip)
 
 
 def _cells(run: RunSummary) -> list[str]:

@@ -30,7 +30,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QProgressBar,
-    QPushButton,
     QScrollArea,
     QSizePolicy,
     QSpinBox,
@@ -45,6 +44,7 @@ from headswap_gui.core.errors import HeadswapError
 from headswap_gui.core.events import CacheValidation, EpochMetrics, Note, Progress, RunFinished, RunStarted, StepMetrics
 from headswap_gui.core.freezing import FREEZE_POLICIES, OPTIMIZERS, SCHEDULES
 from headswap_gui.core.training import TrainConfig
+from headswap_gui.gui.buttons import push_button
 
 __all__ = ["LearningRateSpinBox", "TrainingPanel", "format_duration"]
 
@@ -366,14 +366,16 @@ class TrainingPanel(QWidget):
         self._settings_summary.hide()
 
         # Start / Stop.
-        self._start_button = QPushButton(self.tr("Start training"), self)
-        self._name(self._start_button, "startButton", self.tr("Start training"))
+        self._start_button = push_button(
+            self, self.tr("Start training"), name="startButton", accessible=self.tr("Start training"),
+            on_click=self._on_start_button_clicked,
+        )
         self._start_button.setDefault(True)
-        self._start_button.clicked.connect(self._on_start_button_clicked)
-        self._stop_button = QPushButton(self.tr("Stop"), self)
-        self._name(self._stop_button, "stopButton", self.tr("Stop training"))
-        self._stop_button.setToolTip(self.tr("Stop after the current step; the best epoch so far is kept"))
-        self._stop_button.clicked.connect(self._on_stop_button_clicked)
+        self._stop_button = push_button(
+            self, self.tr("Stop"), name="stopButton", accessible=self.tr("Stop training"),
+            tooltip=self.tr("Stop after the current step; the best epoch so far is kept"),
+            on_click=self._on_stop_button_clicked,
+        )
         # One header row: the settings toggle (or the run's settings in one line), Start, Stop.
         header = QHBoxLayout()
         header.setContentsMargins(0, 0, 0, 0)

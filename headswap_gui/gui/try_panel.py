@@ -56,7 +56,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QListView,
     QProgressBar,
-    QPushButton,
     QSpinBox,
     QStackedWidget,
     QStyle,
@@ -69,6 +68,7 @@ from PySide6.QtWidgets import (
 from headswap_gui.core.errors import HeadswapError
 from headswap_gui.core.images import IMAGE_EXTENSIONS, is_image_file
 from headswap_gui.core.predict import Prediction, predict_images, write_predictions_csv
+from headswap_gui.gui.buttons import push_button
 from headswap_gui.gui.heatmaps import HeatmapController
 from headswap_gui.gui.jobs import ModelLease
 from headswap_gui.gui.thumbnails import Thumbnail, ThumbnailLoader, fit_pixmap, placeholder_pixmap
@@ -420,21 +420,22 @@ class TryPanel(QWidget):
     # -- construction -----------------------------------------------------------------------
 
     def _build(self) -> None:
-        self._add_button = QPushButton(self.tr("Add images…"), self)
-        self._add_button.setObjectName("addImagesButton")
-        self._add_button.setAccessibleName(self.tr("Add images to classify"))
-        self._add_button.clicked.connect(self._on_add_button_clicked)
-        self._clear_button = QPushButton(self.tr("Clear"), self)
-        self._clear_button.setObjectName("clearImagesButton")
-        self._clear_button.setAccessibleName(self.tr("Remove all images"))
-        self._clear_button.clicked.connect(self._on_clear_button_clicked)
-        self._save_button = QPushButton(self.tr("Save as CSV…"), self)
-        self._save_button.setObjectName("savePredictionsButton")
-        self._save_button.setAccessibleName(self.tr("Save the predictions as a CSV file"))
-        self._save_button.setToolTip(
-            self.tr("One row per image: its top classes, probabilities, whether the model is not sure, and errors")
+        self._add_button = push_button(
+            self, self.tr("Add images…"), name="addImagesButton", accessible=self.tr("Add images to classify"),
+            on_click=self._on_add_button_clicked,
         )
-        self._save_button.clicked.connect(self._on_save_button_clicked)
+        self._clear_button = push_button(
+            self, self.tr("Clear"), name="clearImagesButton", accessible=self.tr("Remove all images"),
+            on_click=self._on_clear_button_clicked,
+        )
+        self._save_button = push_button(
+            self, self.tr("Save as CSV…"), name="savePredictionsButton",
+            accessible=self.tr("Save the predictions as a CSV file"),
+            tooltip=self.tr(
+                "One row per image: its top classes, probabilities, whether the model is not sure, and errors"
+            ),
+            on_click=self._on_save_button_clicked,
+        )
         self._top_k = QSpinBox(self)
         self._top_k.setObjectName("topKSpinBox")
         self._top_k.setAccessibleName(self.tr("Number of classes shown per image"))
