@@ -127,7 +127,7 @@ def iter_features(
                 batch = to_device_batch(images, device, channels_last)
                 with amp:
                     call_model(model, batch)
-                features = captured.pop()
+                features = captured.pop().float()  # the head's fp32 input, whatever the pass ran in
                 captured.clear()
                 if reduce is not None:
                     features = reduce(features)

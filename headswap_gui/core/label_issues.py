@@ -56,7 +56,7 @@ import torch.nn.functional as F
 
 from . import feature_cache
 from .data import DatasetInfo, ImageSample, printable_path
-from .devices import autocast_dtype, cpu_threads, describe_device, one_cpu_thread, resolve_device
+from .devices import autocast_dtype, cpu_threads, describe_device, feature_pass_dtype, one_cpu_thread, resolve_device
 from .errors import DataError, HeadError, HeadswapError
 from .events import Note, Progress
 from .heads import HeadInfo
@@ -390,7 +390,7 @@ def pooled_features(
     try:
         cached = yield from feature_cache.extract_features(
             model, head_path, loader, device, total=total,
-            autocast_dtype=autocast_dtype(settings.precision, device), channels_last=channels_last, stop=stop,
+            autocast_dtype=feature_pass_dtype(settings.precision, device), channels_last=channels_last, stop=stop,
             max_events_per_second=settings.max_events_per_second, reduce=reduce,
         )
     finally:

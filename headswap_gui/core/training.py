@@ -251,6 +251,11 @@ class _Trainer:
         )
         self.eval_transform = build_transform(self.preprocessing, "none", train=False)
         self.cache_head = self._cache_head()
+        if self.cache_head is not None and self.precision.features_dtype != self.autocast_dtype:
+            self.notes.append(
+                "the feature pass runs in bf16 on this CPU's bf16 matrix units (AMX), about 1.7× faster; the head "
+                "trains in fp32 on the features, and precision fp32 keeps the pass in fp32 too"
+            )
         self.loaders: ImageLoaders | None = None
         self.loader_generator = torch.Generator()
         if self.cache_head is None:
@@ -480,7 +485,7 @@ class _Trainer:
         caches = yield from stream_cache(
             self.model, self.cache_head, self.split.train, self.split.val, self.eval_transform,
             device=self.device, batch_size=c.batch_size, workers=c.workers, seed=c.seed,
-            autocast_dtype=self.autocast_dtype, channels_last=self.channels_last, stop=self.stop,
+            autocast_dtype=self.precision.features_dtype, channels_last=self.channels_last, stop=self.stop,
             max_events_per_second=c.max_step_events_per_second, learner=learner, group=self.group,
         )
         if caches is None:

@@ -6,7 +6,7 @@ import threading
 
 import torch
 
-from headswap_gui.core.devices import cpu_threads, one_cpu_thread, training_precision
+from headswap_gui.core.devices import cpu_threads, feature_pass_dtype, one_cpu_thread, training_precision
 
 CPU = torch.device("cpu")
 
@@ -66,11 +66,20 @@ def test_one_job_alone_may_drop_to_one_thread_for_tiny_work():
     assert torch.get_num_threads() == before
 
 
-def test_other_devices_leave_the_threads_alone_and_fp32_is_all_a_cpu_gets():
+def test_other_devices_leave_the_threads_alone_and_a_cpu_trains_in_fp32():
     before = torch.get_num_threads()
     with cpu_threads(torch.device("meta"), 1):
         assert torch.get_num_threads() == before
-    precision = training_precision("bf16", None, CPU)
-    assert precision.autocast_dtype is None and precision.channels_last
-    assert precision.note == "mixed precision runs on CUDA only; training in fp32 on cpu"
+    precision = training_precision("bf16", None, CPU, native_bf16=False)
+    assert precision.autocast_dtype is None and precision.features_dtype is None and precision.channels_last
+    assert precision.note == "mixed precision trains on CUDA only; training in fp32 on cpu"
     assert not training_precision("fp32", False, CPU).channels_last
+
+
+def test_the_feature_pass_runs_in_bf16_on_cpus_that_multiply_bf16_natively():
+    for precision in ("auto", "bf16"):
+        chosen = training_precision(precision, None, CPU, native_bf16=True)
+        assert chosen.autocast_dtype is None and chosen.features_dtype == torch.bfloat16, precision
+    assert feature_pass_dtype("fp32", CPU, native_bf16=True) is None  # fp32 asked for: fp32 everywhere
+    assert feature_pass_dtype("auto", CPU, native_bf16=False) is None  # emulated bf16 would be slower
+    assert feature_pass_dtype("fp16", CPU, native_bf16=True) is None

@@ -9,7 +9,8 @@ import torch
 from test_training import check_event_order, comparable, epochs_of, tiny_model, write_colour_folder
 
 from headswap_gui.core.data import DatasetInfo, scan_image_folder
-from headswap_gui.core.events import CacheValidation, EpochMetrics, Progress, RunFinished
+from headswap_gui.core.devices import cpu_has_bf16_matrix_units
+from headswap_gui.core.events import CacheValidation, EpochMetrics, Note, Progress, RunFinished
 from headswap_gui.core.run_manifest import read_manifest
 from headswap_gui.core.streaming import FIRST_CHUNK, chunk_ends
 from headswap_gui.core.training import TrainConfig, fit
@@ -72,8 +73,8 @@ def test_a_streamed_run_repeats_exactly_for_a_seed(dataset):
 def test_without_streaming_the_cached_run_is_the_uncached_one(dataset):
     """``stream_cache=False``: the head waits for the full cache, and the run is exactly the one
     that runs the whole model every epoch (same batches, same frozen backbone)."""
-    plain, _ = run(dataset, TrainConfig(**BASE, stream_cache=False))
-    uncached, _ = run(dataset, TrainConfig(**BASE, cache_features="off"))
+    plain, _ = run(dataset, TrainConfig(**BASE, stream_cache=False, precision="fp32"))  # fp32: see test_training
+    uncached, _ = run(dataset, TrainConfig(**BASE, cache_features="off", precision="fp32"))
     assert plain[0].features_cached and not uncached[0].features_cached
     assert not streamed(plain)
     for a, b in zip(epochs_of(plain), epochs_of(uncached)):
@@ -100,3 +101,17 @@ def test_a_stop_while_streaming_leaves_the_head_as_it_was_and_resume_repeats_the
     uninterrupted, _ = run(dataset, TrainConfig(**BASE))
     assert resumed[-1].reason == "completed"
     assert comparable(epochs_of(resumed)) == comparable(epochs_of(uninterrupted))
+
+
+@pytest.mark.skipif(not cpu_has_bf16_matrix_units(), reason="this CPU has no bf16 matrix units (AMX)")
+def test_the_feature_pass_in_bf16_says_so_repeats_exactly_and_learns_as_in_fp32(dataset):
+    auto, _ = run(dataset, TrainConfig(**BASE))
+    again, _ = run(dataset, TrainConfig(**BASE))
+    exact, _ = run(dataset, TrainConfig(**BASE, precision="fp32"))
+    notes = [e.message for e in auto if isinstance(e, Note)]
+    assert any("feature pass runs in bf16" in n for n in notes), notes
+    assert not any("bf16" in e.message for e in exact if isinstance(e, Note))
+    assert comparable(epochs_of(auto)) == comparable(epochs_of(again))
+    for a, b in zip(epochs_of(auto), epochs_of(exact)):  # the head sees features a few bits apart
+        assert a.val_accuracy == pytest.approx(b.val_accuracy, abs=0.1)
+        assert a.train_loss == pytest.approx(b.train_loss, rel=0.05, abs=0.02)
