@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,7 @@ __all__ = [
     "demo_data_events",
     "evaluation_events",
     "export_events",
+    "import_modules",
     "load_model_events",
     "warm_up_events",
 ]
@@ -75,6 +76,7 @@ def load_model_events(
     def events(stop: threading.Event) -> Iterator[object]:
         what = "Downloading (if needed) and loading" if download else "Loading"
         yield LoadStage(f"{what} {source}…")
+        import_modules(["headswap_gui.core.sources", "headswap_gui.core.module_tree"])
         from headswap_gui.core.module_tree import inspect_model
         from headswap_gui.core.sources import load_model
 
@@ -92,6 +94,20 @@ def load_model_events(
     return events
 
 
+_import_lock = threading.Lock()
+
+
+def import_modules(names: Iterable[str] = HEAVY_MODULES) -> None:
+    """Import ``names``, one thread at a time. The start-up jobs (the warm-up, the model load,
+    the demo images) begin together, and two threads importing torchvision at once can fail:
+    its imports are circular, so one thread may find ``torchvision.transforms`` half
+    initialised ("cannot import name 'InterpolationMode'", or CPython's _DeadlockError) — 1 in
+    3 tries of three such threads here. Once imported, a module costs nothing to ask for again."""
+    for name in names:
+        with _import_lock:
+            importlib.import_module(name)
+
+
 def warm_up_events(stop: threading.Event) -> Iterator[object]:
     """Import the heavy modules on a worker thread, so the window stays responsive."""
     for name in HEAVY_MODULES:
@@ -99,7 +115,7 @@ def warm_up_events(stop: threading.Event) -> Iterator[object]:
             return
         yield LoadStage(f"Loading {name.rsplit('.', 1)[-1]}…")
         try:
-            importlib.import_module(name)
+            import_modules([name])
         except ImportError:
             pass  # a missing optional module shows up where it is used
     yield JobDone(True)
@@ -108,6 +124,7 @@ def warm_up_events(stop: threading.Event) -> Iterator[object]:
 def demo_data_events(directory: str | None) -> Callable[[threading.Event], Iterator[object]]:
     def events(stop: threading.Event) -> Iterator[object]:
         yield LoadStage("Preparing the digits demo images (written on first use)…")
+        import_modules(["headswap_gui.core.demo_data"])
         from headswap_gui.core.demo_data import DEFAULT_DEMO_DATA_DIR, write_digits_dataset
 
         yield JobDone(write_digits_dataset(directory or DEFAULT_DEMO_DATA_DIR))

@@ -77,3 +77,40 @@ def test_close_from_any_state_is_quick_and_leaves_nothing_running(qtbot, window,
     else:  # the others stop within a step
         assert seconds < 2.0, f"closing during {state} took {seconds:.2f} s"
     assert not running_runners(), [(r.objectName(), r.parent()) for r in running_runners()]
+
+
+_START_UP_IMPORTS = """
+import threading
+from headswap_gui.gui.job_events import HEAVY_MODULES, import_modules
+
+errors = []
+
+
+def job(names):
+    try:
+        import_modules(names)
+    except Exception as error:  # noqa: BLE001 - what the job would have reported
+        errors.append(f"{type(error).__name__}: {error}")
+
+
+jobs = [  # what the warm-up, the demo load and the demo images import, all at once
+    HEAVY_MODULES, ["headswap_gui.core.sources", "headswap_gui.core.module_tree"], ["headswap_gui.core.demo_data"],
+]
+threads = [threading.Thread(target=job, args=(names,)) for names in jobs]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(errors)
+"""
+
+
+def test_the_start_up_jobs_import_torch_and_torchvision_one_thread_at_a_time():
+    """Unguarded, three threads importing torchvision at once failed 1 time in 3 here ("cannot
+    import name 'InterpolationMode' from partially initialized module"): the demo did not load."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _START_UP_IMPORTS], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
