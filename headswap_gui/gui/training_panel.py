@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from PySide6.QtCore import QEvent, Qt, Signal, Slot
 from PySide6.QtGui import QValidator
@@ -469,6 +470,9 @@ class TrainingPanel(QWidget):
         label = QLabel("—", self)
         self._name(label, object_name, accessible)
         label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # Wrapped, a long figure ("87.5 % (the head on 345 of 1,438 training images, while
+        # caching)") takes a second line instead of widening the window past a 1024-px screen.
+        label.setWordWrap(True)
         return label
 
     # -- the form ---------------------------------------------------------------------------
@@ -759,16 +763,16 @@ class TrainingPanel(QWidget):
             )
         if event.run_dir and event.saved_epochs:
             text += "<br>" + self.tr("The run folder holds {n} finished epoch(s): {path}").format(
-                n=event.saved_epochs, path=_escape(event.run_dir)
+                n=event.saved_epochs, path=_escape(_short_path(event.run_dir))
             )
         elif event.run_dir and event.saved_epochs == 0:
             text += "<br>" + self.tr("No epoch finished; the run folder holds only the starting model: {path}").format(
-                path=_escape(event.run_dir)
+                path=_escape(_short_path(event.run_dir))
             )
         bad = event.reason in ("failed", "diverged")
         self._status_label.setStyleSheet(_ERROR_STYLE if bad else "")
         self._status_label.setText(text)
-        self._status_label.setToolTip("\n".join(self._notes))
+        self._status_label.setToolTip("\n".join([*self._notes, *([event.run_dir] if event.run_dir else [])]))
 
     def _set_fraction(self, fraction: float) -> None:
         self._fraction = min(max(fraction, 0.0), 1.0)
@@ -920,6 +924,15 @@ def _number(value: float) -> str:
 
 def _percent(value: float) -> str:
     return f"{value:.1%}" if math.isfinite(value) else "—"
+
+
+def _short_path(path: str, keep: int = 2) -> str:
+    """A long folder path as its last ``keep`` parts ("…/runs/2026-12-02_13-45-01"): a path
+    cannot wrap, so in full it would set the page's width; the tooltip has all of it."""
+    parts = Path(path).parts
+    if len(path) <= 48 or len(parts) <= keep:
+        return path
+    return str(Path("…", *parts[-keep:]))
 
 
 def _escape(text: str) -> str:

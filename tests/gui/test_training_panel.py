@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from PySide6.QtCore import Qt
 
-from headswap_gui.core.events import EpochMetrics, Note, Progress, RunFinished, RunStarted, StepMetrics
+from headswap_gui.core.events import CacheValidation, EpochMetrics, Note, Progress, RunFinished, RunStarted, StepMetrics
 from headswap_gui.core.training import TrainConfig
 from headswap_gui.gui.training_panel import LearningRateSpinBox, TrainingPanel, format_duration
 
@@ -201,3 +201,23 @@ def test_the_speed_readout_is_smoothed(panel) -> None:
         panel.add_event(StepMetrics(1, i, 4, i, loss=1.0, lr=1e-3, images_per_second=rate))
     shown = float(child(panel, "speedLabel").text().split()[0].replace(",", ""))
     assert 4000 < shown < 10000  # one fast step does not throw the readout to 30,000
+
+
+def test_long_figures_and_paths_do_not_widen_the_page(panel) -> None:
+    """Under X at 1024×768 the streamed validation text and the run folder's path made the
+    window wider than the screen: the readout wraps and the path is shortened instead."""
+    panel.resize(600, 500)
+    panel.show()
+    panel.set_running(True)
+    panel.add_event(_run_events()[0])  # RunStarted
+    before = panel.minimumSizeHint().width()
+    panel.add_event(CacheValidation(cached=345, total=1438, train_loss=0.4, val_loss=0.5, val_accuracy=0.875, seconds=1.0))
+    val = child(panel, "valLabel")
+    assert "while caching" in val.text()
+    assert val.minimumSizeHint().width() < val.fontMetrics().horizontalAdvance(val.text()) / 2  # it may wrap
+    assert panel.minimumSizeHint().width() <= before
+    deep = "/home/someone/" + "/".join(f"folder-{i:02d}" for i in range(20)) + "/runs/2026-12-02_13-45-01"
+    panel.add_event(RunFinished("completed", "trained 1 epoch", 1, 0.9, deep, saved_epochs=1))
+    assert "…/runs/2026-12-02_13-45-01" in panel.status_text() and deep not in panel.status_text()
+    assert deep in child(panel, "trainingStatusLabel").toolTip()
+    assert panel.minimumSizeHint().width() <= before
