@@ -37,7 +37,7 @@ prepare_qt_environment()
 
 import numpy as np  # noqa: E402
 import pyqtgraph as pg  # noqa: E402
-from PySide6.QtCore import QEvent, Qt, QTimer, Signal, Slot  # noqa: E402
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal, Slot  # noqa: E402
 from PySide6.QtGui import QColor, QPalette  # noqa: E402
 from PySide6.QtWidgets import (  # noqa: E402
     QCheckBox,
@@ -158,6 +158,9 @@ class _IntegerAxis(pg.AxisItem):
 
 _TITLE_CELL = (0, 1)  # PlotItem's grid: row 0 title, 1 top axis, 2 data, 3 bottom axis; column 1 data
 _BELOW_CELL = (4, 1)  # a row of our own under the bottom axis
+_LOWER_ROW_CHROME = 2 * 56 + 12 + 8  # two y axes with their labels, the spacing between plots, the margins
+_LEGEND_LINE = 18  # a second line of a lower legend
+_PLOT_ROW_MIN = 120 + 86  # a row of plots: a data area of 120 px, its title, axis and legend
 
 
 def _legend_outside(plot: pg.PlotItem, columns: int, *, in_title_row: bool) -> pg.LegendItem:
@@ -311,8 +314,9 @@ class TrainingPlotsView(QWidget):
         self._graphics = pg.GraphicsLayoutWidget(self)
         self._graphics.setObjectName("trainingPlotsGraphics")
         self._graphics.setAccessibleName(self.tr("Training plots"))
-        # Two rows of plots, each data area at least 120 px high (with its title, axis and legend).
-        self._graphics.setMinimumSize(360, 2 * (120 + 86))
+        # Two rows of plots, each data area at least 120 px high (with its title, axis and
+        # legend; the lower legends may take a second line, see _fit_legends).
+        self._graphics.setMinimumSize(360, 2 * _PLOT_ROW_MIN + _LEGEND_LINE)
         self._graphics.ci.setContentsMargins(4, 4, 4, 4)
         self._graphics.ci.layout.setHorizontalSpacing(12)
         self._graphics.ci.layout.setVerticalSpacing(8)
@@ -337,6 +341,7 @@ class TrainingPlotsView(QWidget):
         self._loss_legend = _legend_outside(loss, columns=2, in_title_row=True)
         self._acc_legend = _legend_outside(acc, columns=4, in_title_row=False)
         self._eloss_legend = _legend_outside(eloss, columns=3, in_title_row=False)
+        self._graphics.installEventFilter(self)  # its width decides the lower legends' lines
 
         self._raw_curve = loss.plot(name="raw")
         self._smooth_curve = loss.plot(name="smoothed")
@@ -737,6 +742,26 @@ class TrainingPlotsView(QWidget):
     def _on_refresh_timer_timeout(self) -> None:
         if self.isVisible():  # hidden meanwhile: showEvent draws what is buffered
             self._refresh_changed()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        if watched is self._graphics and event.type() == QEvent.Type.Resize:
+            self._fit_legends(event.size().width())
+        return super().eventFilter(watched, event)
+
+    def _fit_legends(self, width: int) -> None:
+        """The lower plots share the view's width. A legend has its own fixed width, so where
+        its one line is wider than its plot's share it takes two lines: otherwise it pushes the
+        right-hand plot past the view's edge (at 1024×768 with the model pane shown, the loss
+        plot lost its right side and its legend)."""
+        share = (width - _LOWER_ROW_CHROME) / 2
+        two_lines = False
+        for legend, columns in ((self._acc_legend, 4), (self._eloss_legend, 3)):
+            one_line = sum(s.boundingRect().width() + t.boundingRect().width() + 10 for s, t in legend.items) + 4
+            legend.setColumnCount(columns if one_line <= share else 2)
+            two_lines = two_lines or legend.columnCount == 2
+        layout = self._graphics.ci.layout
+        layout.setRowMinimumHeight(0, _PLOT_ROW_MIN)
+        layout.setRowMinimumHeight(1, _PLOT_ROW_MIN + (_LEGEND_LINE if two_lines else 0))  # its data area stays as high
 
     def showEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override
         """Draw what was buffered while hidden before the first paint shows stale curves."""

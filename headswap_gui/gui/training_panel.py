@@ -46,6 +46,7 @@ from headswap_gui.core.events import CacheValidation, EpochMetrics, Note, Progre
 from headswap_gui.core.freezing import FREEZE_POLICIES, OPTIMIZERS, SCHEDULES
 from headswap_gui.core.training import TrainConfig
 from headswap_gui.gui.buttons import push_button
+from headswap_gui.gui.elided_label import ElidedLabel
 
 __all__ = ["LearningRateSpinBox", "TrainingPanel", "format_duration"]
 
@@ -359,11 +360,10 @@ class TrainingPanel(QWidget):
         self._settings_toggle.setAutoRaise(True)
         self._settings_toggle.setArrowType(Qt.ArrowType.DownArrow)
         self._settings_toggle.toggled.connect(self._on_settings_toggle_toggled)
-        self._settings_summary = QLabel(self)
+        self._settings_summary = ElidedLabel(self)
         self._settings_summary.setObjectName("settingsSummary")
         self._settings_summary.setAccessibleName(self.tr("Settings of this run"))
         self._settings_summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self._settings_summary.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self._settings_summary.hide()
 
         # Start / Stop.
@@ -400,22 +400,24 @@ class TrainingPanel(QWidget):
         stats = QGridLayout()
         stats.setHorizontalSpacing(12)
         stats.setVerticalSpacing(2)
+        # Two pairs a row: three would make the widest figures of each row (a step count, a
+        # loss with its val loss, a speed) wider than the page on a 1024-px screen.
         for i, (caption, label) in enumerate(
             (
                 (self.tr("Epoch"), self._epoch_label),
                 (self.tr("Step"), self._step_label),
-                (self.tr("Loss"), self._loss_label),
                 (self.tr("Validation"), self._val_label),
+                (self.tr("Loss"), self._loss_label),
                 (self.tr("Time left"), self._eta_label),
                 (self.tr("Speed"), self._speed_label),
             )
         ):
             caption_label = QLabel(caption + ":", self)
             caption_label.setBuddy(label)
-            row, col = divmod(i, 3)
+            row, col = divmod(i, 2)
             stats.addWidget(caption_label, row, 2 * col)
             stats.addWidget(label, row, 2 * col + 1)
-        for column in (1, 3, 5):
+        for column in (1, 3):
             stats.setColumnStretch(column, 1)
         self._status_label = QLabel(self)
         self._status_label.setObjectName("trainingStatusLabel")
@@ -470,9 +472,6 @@ class TrainingPanel(QWidget):
         label = QLabel("—", self)
         self._name(label, object_name, accessible)
         label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        # Wrapped, a long figure ("87.5 % (the head on 345 of 1,438 training images, while
-        # caching)") takes a second line instead of widening the window past a 1024-px screen.
-        label.setWordWrap(True)
         return label
 
     # -- the form ---------------------------------------------------------------------------
@@ -571,7 +570,7 @@ class TrainingPanel(QWidget):
         if starting:
             self.set_settings_expanded(False)
             self._progress_box.setVisible(True)
-        self._settings_summary.setText(self.settings_summary())
+        self._settings_summary.set_full_text(self.settings_summary())
         if starting:
             self._reset_display()
             self._progress.setRange(0, 0)  # busy until RunStarted says how long the run is
@@ -592,7 +591,8 @@ class TrainingPanel(QWidget):
             self._notes.append(event.message)
             self._set_status(self._status_prefix(), note=event.message)
         elif isinstance(event, CacheValidation):
-            self._val_label.setText(self.tr("{acc} (the head on {cached:,} of {total:,} training images, while caching)").format(
+            # Short: the readout's widest figure sets the page's width (1024-px screens).
+            self._val_label.setText(self.tr("{acc} (head on {cached:,} / {total:,} cached)").format(
                 acc=_percent(event.val_accuracy), cached=event.cached, total=event.total))
         elif isinstance(event, StepMetrics):
             self._on_step(event)
@@ -832,7 +832,7 @@ class TrainingPanel(QWidget):
     def _on_settings_toggle_toggled(self, expanded: bool) -> None:
         self._settings_toggle.setArrowType(Qt.ArrowType.DownArrow if expanded else Qt.ArrowType.RightArrow)
         self._scroll.setVisible(expanded)
-        self._settings_summary.setText(self.settings_summary())
+        self._settings_summary.set_full_text(self.settings_summary())
         self._settings_summary.setVisible(not expanded)
         self.updateGeometry()
 

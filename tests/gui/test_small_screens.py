@@ -48,6 +48,14 @@ def _plot_heights(window: MainWindow) -> list[int]:
     return [round(p.getViewBox().sceneBoundingRect().height()) for p in view.plot_items()]
 
 
+def _plots_outside(window: MainWindow) -> list[str]:
+    """Plots whose right edge lies past the plots view: a legend's width pushed them out."""
+    view = window.plots_view
+    width = view._graphics.viewport().width()
+    return [f"plot {i} ends at {p.sceneBoundingRect().right():.0f} of {width}"
+            for i, p in enumerate(view.plot_items()) if p.sceneBoundingRect().right() > width + 1]
+
+
 def _at_small_size(qtbot, window: MainWindow) -> None:
     window.resize(*SMALL)
     qtbot.waitUntil(lambda: window.size().toTuple() == SMALL, timeout=5000)
@@ -82,6 +90,7 @@ def test_plots_stay_readable_at_1024x768_before_and_during_a_run(qtbot, window, 
     assert "500 epochs" in panel.settings_summary() and "batch 2" in panel.settings_summary()
     qtbot.waitUntil(lambda: min(_plot_heights(window)) >= PLOT_MIN_PX, timeout=5000)
     assert _buttons_outside(window) == []  # Stop included
+    assert _plots_outside(window) == []
     with qtbot.waitSignal(window.trainingFinished, timeout=5000):
         window.stop_training()
     assert not panel.settings_expanded()  # the finished run's curves keep the room

@@ -205,19 +205,33 @@ def test_the_speed_readout_is_smoothed(panel) -> None:
 
 def test_long_figures_and_paths_do_not_widen_the_page(panel) -> None:
     """Under X at 1024×768 the streamed validation text and the run folder's path made the
-    window wider than the screen: the readout wraps and the path is shortened instead."""
+    window wider than the screen: the readout is two figures a row, the path is shortened."""
     panel.resize(600, 500)
     panel.show()
     panel.set_running(True)
     panel.add_event(_run_events()[0])  # RunStarted
     before = panel.minimumSizeHint().width()
     panel.add_event(CacheValidation(cached=345, total=1438, train_loss=0.4, val_loss=0.5, val_accuracy=0.875, seconds=1.0))
-    val = child(panel, "valLabel")
-    assert "while caching" in val.text()
-    assert val.minimumSizeHint().width() < val.fontMetrics().horizontalAdvance(val.text()) / 2  # it may wrap
+    assert "cached)" in child(panel, "valLabel").text()
     assert panel.minimumSizeHint().width() <= before
     deep = "/home/someone/" + "/".join(f"folder-{i:02d}" for i in range(20)) + "/runs/2026-12-02_13-45-01"
     panel.add_event(RunFinished("completed", "trained 1 epoch", 1, 0.9, deep, saved_epochs=1))
     assert "…/runs/2026-12-02_13-45-01" in panel.status_text() and deep not in panel.status_text()
     assert deep in child(panel, "trainingStatusLabel").toolTip()
     assert panel.minimumSizeHint().width() <= before
+
+
+def test_the_folded_settings_summary_ends_in_an_ellipsis_when_cut(qtbot) -> None:
+    from headswap_gui.gui.elided_label import ElidedLabel
+
+    label = ElidedLabel()
+    qtbot.addWidget(label)
+    label.show()
+    full = "5 epochs · batch 32 · lr 0.01 · head only · 64 px · Automatic"
+    label.resize(label.fontMetrics().horizontalAdvance(full) + 20, 20)
+    label.set_full_text(full)
+    assert label.text() == full and label.toolTip() == ""
+    label.resize(label.fontMetrics().horizontalAdvance(full) // 2, 20)
+    assert label.text().endswith("…") and len(label.text()) < len(full)
+    assert label.toolTip() == full and label.full_text() == full
+    assert label.minimumSizeHint().width() < label.fontMetrics().horizontalAdvance(full) // 2  # it never widens the page
