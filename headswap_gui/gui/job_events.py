@@ -76,7 +76,8 @@ def load_model_events(
     def events(stop: threading.Event) -> Iterator[object]:
         what = "Downloading (if needed) and loading" if download else "Loading"
         yield LoadStage(f"{what} {source}…")
-        import_modules(["headswap_gui.core.sources", "headswap_gui.core.module_tree"])
+        # timm and torchvision too: load_model imports them lazily, which would escape the lock
+        import_modules(["torch", "torchvision", "timm", "headswap_gui.core.sources", "headswap_gui.core.module_tree"])
         from headswap_gui.core.module_tree import inspect_model
         from headswap_gui.core.sources import load_model
 

@@ -94,7 +94,8 @@ def job(names):
 
 
 jobs = [  # what the warm-up, the demo load and the demo images import, all at once
-    HEAVY_MODULES, ["headswap_gui.core.sources", "headswap_gui.core.module_tree"], ["headswap_gui.core.demo_data"],
+    HEAVY_MODULES, ["torch", "torchvision", "timm", "headswap_gui.core.sources", "headswap_gui.core.module_tree"],
+    ["headswap_gui.core.demo_data"],
 ]
 threads = [threading.Thread(target=job, args=(names,)) for names in jobs]
 for thread in threads:
