@@ -158,8 +158,9 @@ class _IntegerAxis(pg.AxisItem):
 
 _TITLE_CELL = (0, 1)  # PlotItem's grid: row 0 title, 1 top axis, 2 data, 3 bottom axis; column 1 data
 _BELOW_CELL = (4, 1)  # a row of our own under the bottom axis
-_LOWER_ROW_CHROME = 2 * 56 + 12 + 8  # two y axes with their labels, the spacing between plots, the margins
-_LEGEND_LINE = 18  # a second line of a lower legend
+_LOWER_ROW_CHROME = 12 + 2 * 4  # the lower row: the spacing between its plots, the layout's margins
+_AXIS_MIN = 56  # a y axis with its label, before the first layout has measured it
+_LEGEND_MARGIN = 12  # what a legend's cell needs beside the legend
 _PLOT_ROW_MIN = 120 + 86  # a row of plots: a data area of 120 px, its title, axis and legend
 
 
@@ -174,7 +175,7 @@ def _legend_outside(plot: pg.PlotItem, columns: int, *, in_title_row: bool) -> p
     top_axis.hide()
     plot.layout.removeItem(top_axis)
     plot.layout.setRowFixedHeight(1, 0)
-    legend = pg.LegendItem(offset=None, colCount=columns, horSpacing=10, verSpacing=0, labelTextSize="9pt")
+    legend = pg.LegendItem(offset=None, colCount=columns, horSpacing=6, verSpacing=0, labelTextSize="9pt")
     legend.layout.setContentsMargins(4, 0, 0, 0)
     legend.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)  # its own size, not the row's
     if in_title_row:
@@ -316,7 +317,7 @@ class TrainingPlotsView(QWidget):
         self._graphics.setAccessibleName(self.tr("Training plots"))
         # Two rows of plots, each data area at least 120 px high (with its title, axis and
         # legend; the lower legends may take a second line, see _fit_legends).
-        self._graphics.setMinimumSize(360, 2 * _PLOT_ROW_MIN + _LEGEND_LINE)
+        self._graphics.setMinimumSize(360, 2 * _PLOT_ROW_MIN)
         self._graphics.ci.setContentsMargins(4, 4, 4, 4)
         self._graphics.ci.layout.setHorizontalSpacing(12)
         self._graphics.ci.layout.setVerticalSpacing(8)
@@ -339,7 +340,7 @@ class TrainingPlotsView(QWidget):
         # Legends sit above the data area, not on it: curves reach every corner of these plots
         # (accuracy climbs into the top right, loss falls into the bottom right).
         self._loss_legend = _legend_outside(loss, columns=2, in_title_row=True)
-        self._acc_legend = _legend_outside(acc, columns=4, in_title_row=False)
+        self._acc_legend = _legend_outside(acc, columns=3, in_title_row=False)
         self._eloss_legend = _legend_outside(eloss, columns=3, in_title_row=False)
         self._graphics.installEventFilter(self)  # its width decides the lower legends' lines
 
@@ -347,11 +348,13 @@ class TrainingPlotsView(QWidget):
         self._smooth_curve = loss.plot(name="smoothed")
         self._train_acc_curve = acc.plot(name="train", symbol="o", symbolSize=5)
         self._val_acc_curve = acc.plot(name="val", symbol="o", symbolSize=5)
-        self._best_point_item = acc.plot(name="best", pen=None, symbol="star", symbolSize=14)
+        # The best epoch's star is named by the plot's title ("best: epoch 5"), not the legend,
+        # which then fits one line of a half-width plot on a 1024-px screen.
+        self._best_point_item = acc.plot(pen=None, symbol="star", symbolSize=14)
         self._train_eloss_curve = eloss.plot(name="train", symbol="o", symbolSize=5)
         self._val_eloss_curve = eloss.plot(name="val", symbol="o", symbolSize=5)
-        self._stream_acc_curve = acc.plot(name="val, caching", symbol="o", symbolSize=4)
-        self._stream_eloss_curve = eloss.plot(name="val, caching", symbol="o", symbolSize=4)
+        self._stream_acc_curve = acc.plot(name="caching", symbol="o", symbolSize=4)
+        self._stream_eloss_curve = eloss.plot(name="caching", symbol="o", symbolSize=4)
         for curve in (self._raw_curve, self._smooth_curve):
             curve.setDownsampling(auto=True, method="peak")
             curve.setClipToView(True)
@@ -753,15 +756,12 @@ class TrainingPlotsView(QWidget):
         its one line is wider than its plot's share it takes two lines: otherwise it pushes the
         right-hand plot past the view's edge (at 1024×768 with the model pane shown, the loss
         plot lost its right side and its legend)."""
-        share = (width - _LOWER_ROW_CHROME) / 2
-        two_lines = False
-        for legend, columns in ((self._acc_legend, 4), (self._eloss_legend, 3)):
-            one_line = sum(s.boundingRect().width() + t.boundingRect().width() + 10 for s, t in legend.items) + 4
-            legend.setColumnCount(columns if one_line <= share else 2)
-            two_lines = two_lines or legend.columnCount == 2
-        layout = self._graphics.ci.layout
-        layout.setRowMinimumHeight(0, _PLOT_ROW_MIN)
-        layout.setRowMinimumHeight(1, _PLOT_ROW_MIN + (_LEGEND_LINE if two_lines else 0))  # its data area stays as high
+        axes = max(_AXIS_MIN, *(p.getAxis("left").width() for p in (self._acc_plot, self._eloss_plot)))
+        share = (width - _LOWER_ROW_CHROME) / 2 - axes - _LEGEND_MARGIN
+        for legend, columns in ((self._acc_legend, 3), (self._eloss_legend, 3)):
+            legend.setColumnCount(columns)  # laid out and sized on one line, to be measured
+            if legend.boundingRect().width() > share:
+                legend.setColumnCount(2)  # costs its data area a line's height, not the page a scroll bar
 
     def showEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override
         """Draw what was buffered while hidden before the first paint shows stale curves."""
