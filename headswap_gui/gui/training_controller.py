@@ -3,7 +3,7 @@
 ``start`` checks the state, swaps the head when the class count differs (one undoable step,
 seeded like the CLI), picks a run folder and starts ``core.training.fit`` as the ``"train"``
 job holding the model lease. Events go to the plots as they come (they buffer every point and
-redraw a few times a second) and to the Train page's progress readout at most four times a
+redraw at most twice a second) and to the Train page's progress readout at most twice a
 second: a step or stage update that a newer one overtakes within that time is dropped, since
 its labels would be overwritten before anyone read them, and every label set is GUI-thread
 work that competes with the training thread for the GIL. The rare events (the start, notes,
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["TrainingController"]
 
-_PANEL_INTERVAL_S = 0.25  # the progress readout changes at most four times a second
+_PANEL_INTERVAL_S = 0.5  # the progress readout changes at most twice a second
 # How long a run's worker waits for the window to finish the run's start on screen before it
 # calls ``fit`` (see ``start``): bounded, so a window that never gets back to its event loop
 # cannot hold the run.
