@@ -252,9 +252,8 @@ class _Trainer:
         self.eval_transform = build_transform(self.preprocessing, "none", train=False)
         self.cache_head = self._cache_head()
         if self.cache_head is not None and self.precision.features_dtype != self.autocast_dtype:
-            self.notes.append(
-                "the feature pass runs in bf16 on this CPU's bf16 matrix units (AMX), about 1.7× faster; the head "
-                "trains in fp32 on the features, and precision fp32 keeps the pass in fp32 too"
+            self.notes.append(  # the head itself still trains in fp32, on fp32 features
+                "the feature pass runs in bf16 on this CPU's AMX units, about 1.7× faster; precision fp32 keeps it in fp32"
             )
         self.loaders: ImageLoaders | None = None
         self.loader_generator = torch.Generator()
