@@ -651,8 +651,8 @@ def _export(args: argparse.Namespace) -> int:
 
 def _drive_job(events: Iterator[object], stop: threading.Event, started_type: type, announce: Callable[[Any], str],
                finished_type: type, what: str) -> tuple[Any, int]:
-    """Run one analysis job's events to the end on the terminal: why one place owns this is that every
-    job needs the same live progress line, Ctrl-C/SIGTERM handling and "ended early" message.
+    """Run one analysis job's events to the end on the terminal. Every such job needs the same
+    live progress line, Ctrl-C/SIGTERM handling and "ended early" message, so one place has them.
 
     Returns (the finished event, 0), or (None, 128 + signal) when a signal stopped the job.
     """

@@ -199,9 +199,10 @@ class _Trainer:
                     weights_name=weights_file(self.recorded) if self.recorded else weights_file_name(0),
                 )
         except BaseException:
-            if self.record is None and writer is not None:
+            if self.record is not None:
+                self.record.close()  # its writer with it
+            elif writer is not None:
                 writer.close()
-            self._release_folder()
             self.group.close()
             raise
 
@@ -276,17 +277,14 @@ class _Trainer:
         self.start_epoch = self.global_step = 0
         self.ddp: nn.Module | None = None
         self._wrap_for_ranks()
-        epochs: list[dict[str, Any]] = []
         if self.checkpoint is not None:
-            epochs = self._restore(self.checkpoint)
+            self._restore(self.checkpoint)
         else:
             if self.resume:
                 self.notes.append("no epoch of this run had finished; it starts again from its first epoch, in place")
             torch.manual_seed(config.seed)
         self.epoch_seconds: list[float] = []
         self.started_at = self.recorded.get("started_at") or now()
-        self.run_fields = self._manifest_fields()
-        self.initial_epochs = epochs
 
     def _place_model(self) -> None:
         """The model on this rank's device, in the run's memory layout, every rank starting
@@ -322,9 +320,9 @@ class _Trainer:
             self.ddp = None  # the old wrapper's gradient hooks go with it
             self.ddp = distributed.data_parallel(self.model, self.group)
 
-    def _restore(self, checkpoint: runs.Checkpoint) -> list[dict[str, Any]]:
+    def _restore(self, checkpoint: runs.Checkpoint) -> None:
         """Continue from ``checkpoint``: model, optimizer and schedule, scaler, RNG, counters
-        and the best epoch; returns the epoch records committed up to it."""
+        and the best epoch."""
         state = checkpoint.state
         try:
             self.model.load_state_dict(checkpoint.model_state, strict=True)
@@ -347,7 +345,6 @@ class _Trainer:
         self.notes.append(
             f"resumed after epoch {self.start_epoch} of {self.config.epochs} ({self.phase.plan.description})"
         )
-        return [r for r in self.recorded.get("epochs", []) if int(r["epoch"]) <= self.start_epoch]
 
     # -- the run ----------------------------------------------------------------------------
 
@@ -355,8 +352,9 @@ class _Trainer:
         try:
             with self.group.together("prepare the run"):
                 self._prepare()
+                committed = [r for r in self.recorded.get("epochs", []) if int(r["epoch"]) <= self.start_epoch]
                 self.record.commit_start(  # the starting model first: the folder loads from now on
-                    self.model, self.run_fields, self.initial_epochs, self.best, resume=self.resume,
+                    self.model, self._manifest_fields(), committed, self.best, resume=self.resume,
                 )
         except BaseException:
             self._cleanup()

@@ -98,7 +98,7 @@ def load_model_events(
 _import_lock = threading.Lock()
 
 
-def import_modules(names: Iterable[str] = HEAVY_MODULES) -> None:
+def import_modules(names: Iterable[str]) -> None:
     """Import ``names``, one thread at a time. The start-up jobs (the warm-up, the model load,
     the demo images) begin together, and two threads importing torchvision at once can fail:
     its imports are circular, so one thread may find ``torchvision.transforms`` half

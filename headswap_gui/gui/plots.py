@@ -73,7 +73,7 @@ CSV_COLUMNS: tuple[str, ...] = (
 _DEFAULT_SMOOTHING = 0.6
 _SLIDER_STEPS = 100  # slider value v means smoothing v / 100, 0 .. 0.99
 _REFRESH_MS = 40  # a redraw waits this long for more events to coalesce
-_MIN_REDRAW_INTERVAL_MS = 500  # and comes at most twice a second (window/CLI throughput 0.957 at 4 a second, 0.974-0.982 at 2)
+_MIN_REDRAW_INTERVAL_MS = 500  # at most twice a second: window/CLI throughput 0.957 at 4, 0.960-0.982 at 2
 _MIN_STEP_SPAN = 16  # the step axis of a run of unknown length starts at 0 … 16 and doubles
 _LOSS_FILL = 0.5  # the loss points fill at least this part of the loss axis, or it is refit
 _LOSS_ROOM_BELOW = 0.5  # a refit leaves this part of the points' spread free below them
@@ -162,6 +162,7 @@ _LOWER_ROW_CHROME = 12 + 2 * 4  # the lower row: the spacing between its plots, 
 _AXIS_MIN = 56  # a y axis with its label, before the first layout has measured it
 _LEGEND_MARGIN = 12  # what a legend's cell needs beside the legend
 _PLOT_ROW_MIN = 120 + 86  # a row of plots: a data area of 120 px, its title, axis and legend
+_LOWER_LEGEND_ITEMS = 3  # train, val, caching: one line when the plot is wide enough
 
 
 def _legend_outside(plot: pg.PlotItem, columns: int, *, in_title_row: bool) -> pg.LegendItem:
@@ -315,8 +316,8 @@ class TrainingPlotsView(QWidget):
         self._graphics = pg.GraphicsLayoutWidget(self)
         self._graphics.setObjectName("trainingPlotsGraphics")
         self._graphics.setAccessibleName(self.tr("Training plots"))
-        # Two rows of plots, each data area at least 120 px high (with its title, axis and
-        # legend; the lower legends may take a second line, see _fit_legends).
+        # Two rows of plots, each data area at least 120 px high with its title, axis and a
+        # one-line legend (a lower legend on two lines, see _fit_legends, takes a line of it).
         self._graphics.setMinimumSize(360, 2 * _PLOT_ROW_MIN)
         self._graphics.ci.setContentsMargins(4, 4, 4, 4)
         self._graphics.ci.layout.setHorizontalSpacing(12)
@@ -340,8 +341,8 @@ class TrainingPlotsView(QWidget):
         # Legends sit above the data area, not on it: curves reach every corner of these plots
         # (accuracy climbs into the top right, loss falls into the bottom right).
         self._loss_legend = _legend_outside(loss, columns=2, in_title_row=True)
-        self._acc_legend = _legend_outside(acc, columns=3, in_title_row=False)
-        self._eloss_legend = _legend_outside(eloss, columns=3, in_title_row=False)
+        self._acc_legend = _legend_outside(acc, columns=_LOWER_LEGEND_ITEMS, in_title_row=False)
+        self._eloss_legend = _legend_outside(eloss, columns=_LOWER_LEGEND_ITEMS, in_title_row=False)
         self._graphics.installEventFilter(self)  # its width decides the lower legends' lines
 
         self._raw_curve = loss.plot(name="raw")
@@ -758,8 +759,8 @@ class TrainingPlotsView(QWidget):
         plot lost its right side and its legend)."""
         axes = max(_AXIS_MIN, *(p.getAxis("left").width() for p in (self._acc_plot, self._eloss_plot)))
         share = (width - _LOWER_ROW_CHROME) / 2 - axes - _LEGEND_MARGIN
-        for legend, columns in ((self._acc_legend, 3), (self._eloss_legend, 3)):
-            legend.setColumnCount(columns)  # laid out and sized on one line, to be measured
+        for legend in (self._acc_legend, self._eloss_legend):
+            legend.setColumnCount(_LOWER_LEGEND_ITEMS)  # laid out and sized on one line, to be measured
             if legend.boundingRect().width() > share:
                 legend.setColumnCount(2)  # costs its data area a line's height, not the page a scroll bar
 
