@@ -48,7 +48,6 @@ from PySide6.QtWidgets import (
     QListView,
     QListWidget,
     QMenu,
-    QProgressBar,
     QSplitter,
     QStackedWidget,
     QStyle,
@@ -80,6 +79,7 @@ from headswap_gui.core.label_issues import (
 )
 from headswap_gui.gui.buttons import push_button
 from headswap_gui.gui.jobs import ModelLease, leased
+from headswap_gui.gui.progress_bar import ProgressBar
 from headswap_gui.gui.thumbnails import Thumbnail, ThumbnailLoader, fit_pixmap, placeholder_pixmap
 from headswap_gui.gui.worker import GeneratorRunner
 
@@ -404,7 +404,7 @@ class CheckLabelsPanel(QWidget):
             self, self.tr("Stop"), name="stopCheckButton", accessible=self.tr("Stop the label check"),
             on_click=self._on_stop_button_clicked,
         )
-        self._progress = QProgressBar(self)
+        self._progress = ProgressBar(self)
         self._progress.setObjectName("labelCheckProgressBar")
         self._progress.setAccessibleName(self.tr("Label check progress"))
         self._progress.setMaximumWidth(220)

@@ -49,7 +49,6 @@ from PySide6.QtWidgets import (  # noqa: E402
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QProgressBar,
     QScrollArea,
     QSizePolicy,
     QSplitter,
@@ -65,6 +64,7 @@ from PySide6.QtWidgets import (  # noqa: E402
 from headswap_gui.core.data import DatasetInfo, scan_image_folder  # noqa: E402
 from headswap_gui.core.errors import FlatImageFolderError  # noqa: E402
 from headswap_gui.gui.buttons import push_button  # noqa: E402
+from headswap_gui.gui.progress_bar import ProgressBar  # noqa: E402
 from headswap_gui.gui.thumbnails import Thumbnail, ThumbnailLoader, icon_for  # noqa: E402
 from headswap_gui.gui.worker import GeneratorRunner  # noqa: E402
 
@@ -414,7 +414,7 @@ class DataPanel(QWidget):
         self._path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self._path_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
-        self._progress = QProgressBar(self)
+        self._progress = ProgressBar(self)
         self._progress.setObjectName("scanProgressBar")
         self._progress.setAccessibleName(self.tr("Folder scan progress"))
         self._progress.setMaximumWidth(260)

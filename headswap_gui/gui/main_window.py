@@ -1030,9 +1030,8 @@ class MainWindow(QMainWindow):
         self.training.evaluate(config, dataset)
 
     def set_training_ui(self, running: bool) -> None:
-        """Pages that use the model or the data step aside while a run owns them."""
-        if self.training_panel is not None:
-            self.training_panel.set_running(running)
+        """Pages that use the model or the data step aside while a run owns them (the Train
+        page, which shows the run, is the TrainingController's)."""
         self.model_panel.set_editing_enabled(not running)
         self.model_panel.set_training(running)
         if self.try_panel is not None:

@@ -34,7 +34,6 @@ from PySide6.QtWidgets import (  # noqa: E402
     QGraphicsPathItem,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QVBoxLayout,
     QWidget,
 )
@@ -53,6 +52,7 @@ from headswap_gui.core.embedding import (  # noqa: E402
 from headswap_gui.core.events import Note, Progress  # noqa: E402
 from headswap_gui.gui.buttons import push_button  # noqa: E402
 from headswap_gui.gui.jobs import ModelLease, leased  # noqa: E402
+from headswap_gui.gui.progress_bar import ProgressBar  # noqa: E402
 from headswap_gui.gui.thumbnails import ThumbnailLoader, fit_pixmap  # noqa: E402
 from headswap_gui.gui.training_panel import format_duration  # noqa: E402
 from headswap_gui.gui.worker import GeneratorRunner  # noqa: E402
@@ -176,7 +176,7 @@ class MapPanel(QWidget):
         self._stop_button = push_button(
             self, self.tr("Stop"), name="stopMapButton", accessible=self.tr("Stop computing the map"), on_click=self.stop,
         )
-        self._progress = QProgressBar(self)
+        self._progress = ProgressBar(self)
         self._progress.setObjectName("mapProgressBar")
         self._progress.setAccessibleName(self.tr("Map progress"))
         self._progress.setMaximumWidth(160)

@@ -49,7 +49,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListView,
     QMenu,
-    QProgressBar,
     QPushButton,
     QScrollArea,
     QSizePolicy,
@@ -69,6 +68,7 @@ from headswap_gui.gui.layer_tree_model import (
     LayerTreeModel,
     change_row_filter,
 )
+from headswap_gui.gui.progress_bar import ProgressBar
 from headswap_gui.gui.worker import GeneratorRunner
 
 if TYPE_CHECKING:
@@ -328,7 +328,7 @@ class ModelPanel(QWidget):
         self.recent_button.setMenu(self.recent_menu)
         self.recent_button.setEnabled(False)
 
-        self.busy_bar = QProgressBar()
+        self.busy_bar = ProgressBar()
         self.busy_bar.setObjectName("modelBusyBar")
         self.busy_bar.setAccessibleName(self.tr("Model loading progress"))
         self.busy_bar.setRange(0, 0)

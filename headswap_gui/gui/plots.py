@@ -13,12 +13,13 @@ only while the view is visible (a hidden Train page buffers and draws once when 
 pyqtgraph redraw is Python work on the GUI thread that holds the GIL, and the training thread
 needs the GIL between its kernels, so every redraw slows training a little (measured in
 ``bench/bench_gui_throughput.py``). What a redraw paints is kept small too: the axes, which
-draw the grid over the data area, are cached as pixmaps that a curve update blits instead of
-re-rendering every tick label, and the loss plot's ranges rarely move, so the cache holds. The
-step axis spans the whole planned run (it grows only when a run outlasts its plan); the loss
-axis is refit only when a point leaves it or the points fill less than half of it, leaving
-room below for the loss to fall into (an autoranged axis re-ticks on every new low, i.e. on
-most steps of a falling loss). Once the user pans or zooms the loss plot, its ranges are
+draw the grid over the data area (at the labelled ticks only), are cached as pixmaps that a
+curve update blits instead of re-rendering every tick label, and no range moves on most
+redraws, so the cache holds. The step axis spans the whole planned run (it grows only when a
+run outlasts its plan), the epoch axes the planned epochs; a loss axis is refit only when a
+point leaves it or the points fill less than half of it, leaving room below for the loss to
+fall into (an autoranged axis re-ticks on every new low, i.e. on most steps of a falling
+loss), and the accuracy axis reaches up to 100 %, so a rising accuracy never moves it. Once the user pans or zooms the loss plot, its ranges are
 theirs until the next run. The step curves downsample (peak mode) and clip to the visible
 range, so hours of steps still pan smoothly.
 """
@@ -78,6 +79,7 @@ _MIN_STEP_SPAN = 16  # the step axis of a run of unknown length starts at 0 … 
 _LOSS_FILL = 0.5  # the loss points fill at least this part of the loss axis, or it is refit
 _LOSS_ROOM_BELOW = 0.5  # a refit leaves this part of the points' spread free below them
 _LOSS_MARGIN = 0.1  # and this part above
+_ACCURACY_PAD = 0.06  # the accuracy axis reaches this part of its span past its floor and 100 %
 
 
 def ema_smooth(values: Sequence[float] | np.ndarray, weight: float) -> np.ndarray:
@@ -145,6 +147,42 @@ class _Columns:
     def clear(self) -> None:
         self._data = np.full((self._data.shape[0], 256), np.nan)
         self._size = 0
+
+
+def _loss_view_range(
+    values: np.ndarray, shown: tuple[float, float] | None, *, may_be_negative: bool = False
+) -> tuple[float, float] | None:
+    """A new range for a loss axis, or None to keep ``shown``: it is kept while every finite
+    value lies inside it and the values span at least half of it; else it is refit around them
+    with room below (down to zero at most, unless the axis is log10 and may go negative), so a
+    falling loss moves the axis a few times per run instead of on every new low. Every move
+    re-renders the axis and the grid it draws."""
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return None
+    low, high = float(values.min()), float(values.max())
+    if shown is not None and shown[0] <= low and high <= shown[1] and high - low >= _LOSS_FILL * (shown[1] - shown[0]):
+        return None
+    spread = high - low or max(abs(high), 1.0)
+    bottom = low - _LOSS_ROOM_BELOW * spread
+    if not may_be_negative and low >= 0.0:
+        bottom = max(bottom, 0.0)
+    return bottom, high + _LOSS_MARGIN * spread
+
+
+def _accuracy_view_range(values: np.ndarray, shown: tuple[float, float] | None) -> tuple[float, float] | None:
+    """A new range for an accuracy axis, or None to keep ``shown``: it reaches up to 100 %
+    always (a rising accuracy never moves it) and down to the tenth at or below the lowest
+    value, so it moves only when a value falls below its floor."""
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return None
+    low = float(values.min())
+    if shown is not None and shown[0] <= low:
+        return None
+    floor = max(math.floor(low * 10.0 + 1e-9) / 10.0, 0.0)
+    pad = _ACCURACY_PAD * (1.0 - floor)
+    return floor - pad, 1.0 + pad
 
 
 class _IntegerAxis(pg.AxisItem):
@@ -250,6 +288,9 @@ class TrainingPlotsView(QWidget):
         self._steps_per_epoch = 0  # the last known; with _planned_epochs, the step axis's span
         self._step_span = 0.0  # the step axis's upper end as last set (0: not set yet)
         self._loss_range: tuple[float, float] | None = None  # the loss axis as last fit (view units)
+        self._epoch_x_range: tuple[float, float] | None = None  # the epoch axes as last set
+        self._accuracy_range: tuple[float, float] | None = None  # the accuracy axis as last fit
+        self._epoch_loss_range: tuple[float, float] | None = None  # the per-epoch loss axis as last fit
         self._ranges_by_user = False  # the user panned or zoomed the loss plot: leave its ranges
         self._best_point: tuple[float, float] | None = None
         self._applying_theme = False
@@ -361,9 +402,14 @@ class TrainingPlotsView(QWidget):
             curve.setClipToView(True)
         # The left and bottom axes draw the grid across the data area, so every curve update
         # repaints them: from a cached pixmap, re-rendered only when the axis itself changes.
+        # Their grid has lines at the labelled ticks only: pyqtgraph's third tick level adds
+        # faint lines between every two labels that made each re-render 2-3x slower (the
+        # run's first paint of the Train page, and every range move while training).
         for plot in (loss, acc, eloss):
             for side in ("left", "bottom"):
-                plot.getAxis(side).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+                axis = plot.getAxis(side)
+                axis.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+                axis.setStyle(maxTickLevel=1)
         # Another run's validation curves, for comparison (Runs page → Compare); hidden until set.
         self._compare_acc_curve = pg.PlotDataItem(symbol="t", symbolSize=5)
         self._compare_eloss_curve = pg.PlotDataItem(symbol="t", symbolSize=5)
@@ -509,6 +555,7 @@ class TrainingPlotsView(QWidget):
         self._steps_per_epoch = 0
         self._step_span = 0.0
         self._loss_range = None
+        self._epoch_x_range = self._accuracy_range = self._epoch_loss_range = None
         self._ranges_by_user = False
         self.refresh()
 
@@ -559,28 +606,15 @@ class TrainingPlotsView(QWidget):
             self._loss_plot.setXRange(0, span, padding=0)
 
     def _fit_loss_axis(self) -> None:
-        """The loss axis keeps its range while every finite point lies inside it and the
-        points span at least half of it; else it is refit around them, with room below (down
-        to zero at most, for losses that cannot go lower), so a falling loss moves the axis a
-        few times per run instead of on every step. In view units: log10 of the positive
-        losses on a log axis."""
+        """The loss axis moves a few times per run, not on every new low: see
+        :func:`_loss_view_range`. In view units: log10 of the positive losses on a log axis."""
         y = self._steps.column("loss")
         if self.log_scale():
             y = np.log10(y[y > 0])
-        y = y[np.isfinite(y)]
-        if not len(y):
-            return
-        low, high = float(y.min()), float(y.max())
-        if self._loss_range is not None:
-            shown_low, shown_high = self._loss_range
-            if shown_low <= low and high <= shown_high and high - low >= _LOSS_FILL * (shown_high - shown_low):
-                return
-        spread = high - low or max(abs(high), 1.0)
-        bottom = low - _LOSS_ROOM_BELOW * spread
-        if not self.log_scale() and low >= 0.0:
-            bottom = max(bottom, 0.0)
-        self._loss_range = (bottom, high + _LOSS_MARGIN * spread)
-        self._loss_plot.setYRange(*self._loss_range, padding=0)
+        refit = _loss_view_range(y, self._loss_range, may_be_negative=self.log_scale())
+        if refit is not None:
+            self._loss_range = refit
+            self._loss_plot.setYRange(*refit, padding=0)
 
     def _refresh_epochs(self) -> None:
         self._epochs_dirty = False
@@ -612,12 +646,35 @@ class TrainingPlotsView(QWidget):
     def _fit_epoch_axes(self) -> None:
         """The epoch axes span 1 … the run's epochs (and the compared run's), not −1 … 3
         around the first point as autorange would; from 0 when the head's validations while
-        the cache filled (fractions of the first epoch) are drawn."""
+        the cache filled (fractions of the first epoch) are drawn. Their value axes move only
+        when a point leaves them (:func:`_accuracy_view_range`, :func:`_loss_view_range`), so
+        an epoch re-renders at most the axes it has to."""
         drawn = [self._epochs.column("epoch"), self._compare_acc_curve.xData]
         last = max((float(np.nanmax(x)) for x in drawn if x is not None and len(x)), default=0.0)
         span = max(float(self._planned_epochs), last, 1.0)
-        for plot in (self._acc_plot, self._eloss_plot):
-            plot.setXRange(-0.05 if len(self._streamed) else 0.75, span + 0.25, padding=0)
+        x_range = (-0.05 if len(self._streamed) else 0.75, span + 0.25)
+        if x_range != self._epoch_x_range:
+            self._epoch_x_range = x_range
+            for plot in (self._acc_plot, self._eloss_plot):
+                plot.setXRange(*x_range, padding=0)
+        refit = _accuracy_view_range(self._drawn_values("accuracy", self._compare_acc_curve), self._accuracy_range)
+        if refit is not None:
+            self._accuracy_range = refit
+            self._acc_plot.setYRange(*refit, padding=0)
+        refit = _loss_view_range(self._drawn_values("loss", self._compare_eloss_curve), self._epoch_loss_range)
+        if refit is not None:
+            self._epoch_loss_range = refit
+            self._eloss_plot.setYRange(*refit, padding=0)
+
+    def _drawn_values(self, measure: str, compared: pg.PlotDataItem) -> np.ndarray:
+        """Every finite value of ``measure`` ("accuracy" or "loss") an epoch plot draws: the
+        run's train and val values, the head's validations while caching, the compared run's."""
+        parts = [self._epochs.column(f"train_{measure}"), self._epochs.column(f"val_{measure}"),
+                 self._streamed.column(f"val_{measure}")]
+        if compared.yData is not None:
+            parts.append(np.asarray(compared.yData, dtype=float))
+        values = np.concatenate(parts)
+        return values[np.isfinite(values)]
 
     def _update_accuracy_title(self, *, force: bool = False) -> None:
         title = self.tr("Accuracy per epoch")

@@ -36,6 +36,7 @@ _PANEL_INTERVAL_S = 0.5  # the progress readout changes at most twice a second
 # calls ``fit`` (see ``start``): bounded, so a window that never gets back to its event loop
 # cannot hold the run.
 _SCREEN_FIRST_S = 1.0
+_SHOW_PAGE_AFTER_MS = 1  # the Train page comes up this long after ``start`` returns (see there)
 
 
 class TrainingController(QObject):
@@ -54,6 +55,7 @@ class TrainingController(QObject):
         self._dataset: Any = None
         self._finished: Any = None  # the RunFinished of the current run
         self._panel_pending: Any = None  # the newest step/stage update not yet shown
+        self._screen_done = threading.Event()  # set: the run's worker may call fit (see start)
         self._panel_shown_at = -float("inf")  # time.monotonic() of the last update shown
         self._panel_timer = QTimer(self)
         self._panel_timer.setSingleShot(True)
@@ -108,11 +110,10 @@ class TrainingController(QObject):
         controller.bump_version("a new run started")
         heads = controller.heads
         # ``fit``'s first fraction of a second (the meta-device size check, moving the model)
-        # is pure Python that holds the GIL; the window's start of the run (the Train page's
-        # first paint, the pages stepping aside: ~60 ms of Python-heavy GUI work) would then
-        # wait for the interpreter at every Qt call and freeze for 100–200 ms
-        # (bench_gui_latency). So the worker starts (and owns the model) now, but waits until
-        # the event loop has delivered what was posted here before it calls ``fit``.
+        # is pure Python that holds the GIL; the Train page's first layout and paint (~40 ms
+        # of Python-heavy GUI work) would then wait for the interpreter at every Qt call and
+        # freeze the window for 100–200 ms (bench_gui_latency). So the worker starts (and owns
+        # the model) now, but calls ``fit`` only once the page is on screen.
         screen_done = threading.Event()
 
         def factory(stop: threading.Event) -> Iterator[object]:
@@ -121,31 +122,36 @@ class TrainingController(QObject):
             screen_done.wait(_SCREEN_FIRST_S)
             return training.fit(loaded, dataset, config, run_dir, stop=stop, heads=heads, resume=resume)
 
-        self._show_train_page_now()
         runner = window.jobs.start("train", factory, lease_as="train")
         runner.eventEmitted.connect(self._on_train_eventEmitted)
         runner.failed.connect(self._on_train_failed)
         runner.finished.connect(self._on_train_finished)
         window.set_training_ui(True)
         self.trainingStarted.emit()
-        QTimer.singleShot(0, screen_done.set)  # queued behind the paints and layouts posted above
+        # The page comes up in a later turn of the event loop, after the window has painted
+        # what this call changed (the head swap's layer tree) and handled waiting input: one
+        # call that did both froze the window for 90–130 ms. A timer, not a zero-delay call,
+        # which Qt delivers before any waiting timer or input.
+        self._screen_done = screen_done
+        QTimer.singleShot(_SHOW_PAGE_AFTER_MS, self._on_show_train_page)
         return True
 
-    def _show_train_page_now(self) -> None:
-        """Fold the settings, bring the Train page up and lay out and paint it now, before the
-        run's worker starts: the page's first paint (plots and axes, ~50 ms of GUI work) then
-        does not have to share the interpreter with ``fit``'s Python-heavy start, which
-        stretched it to 150–260 ms of frozen window (bench_gui_latency, the run's start)."""
+    @Slot()
+    def _on_show_train_page(self) -> None:
+        """Fold the settings, bring the Train page up and lay it out and paint it at once,
+        then let the run's worker call ``fit``: one paint of the new layout, not one per
+        changed label, and not shared with ``fit``'s Python-heavy start."""
         window = self._window
-        window.setUpdatesEnabled(False)  # one paint of the new layout, not one per changed label
-        try:
-            if window.training_panel is not None:
+        if window.is_training() and window.training_panel is not None:
+            window.setUpdatesEnabled(False)
+            try:
                 window.training_panel.set_running(True)
-            window.show_page("train")
-        finally:
-            window.setUpdatesEnabled(True)
-        QCoreApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest.value)
-        window.repaint()
+                window.show_page("train")
+            finally:
+                window.setUpdatesEnabled(True)
+            QCoreApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest.value)
+            window.repaint()
+        self._screen_done.set()
 
     def _fit_head_to(self, names: tuple[str, ...], old: int, seed: int) -> bool:
         from headswap_gui.core.heads import HeadSpec
@@ -249,6 +255,8 @@ class TrainingController(QObject):
         self._flush_panel()  # a run that ended without RunFinished still shows its last step
         window = self._window
         controller = window.controller
+        if window.training_panel is not None:
+            window.training_panel.set_running(False)
         window.set_training_ui(False)
         loaded = controller.loaded
         finished, config = self._finished, self._config

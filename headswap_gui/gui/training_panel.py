@@ -30,7 +30,6 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QScrollArea,
     QSizePolicy,
     QSpinBox,
@@ -47,6 +46,7 @@ from headswap_gui.core.freezing import FREEZE_POLICIES, OPTIMIZERS, SCHEDULES
 from headswap_gui.core.training import TrainConfig
 from headswap_gui.gui.buttons import push_button
 from headswap_gui.gui.elided_label import ElidedLabel
+from headswap_gui.gui.progress_bar import ProgressBar
 
 __all__ = ["LearningRateSpinBox", "TrainingPanel", "format_duration"]
 
@@ -387,7 +387,7 @@ class TrainingPanel(QWidget):
         header.addWidget(self._stop_button)
 
         # Progress.
-        self._progress = QProgressBar(self)
+        self._progress = ProgressBar(self)
         self._name(self._progress, "trainingProgressBar", self.tr("Overall training progress"))
         self._progress.setRange(0, _PROGRESS_SCALE)
         self._progress.setTextVisible(True)

@@ -55,7 +55,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QListView,
-    QProgressBar,
     QSpinBox,
     QStackedWidget,
     QStyle,
@@ -71,6 +70,7 @@ from headswap_gui.core.predict import Prediction, predict_images, write_predicti
 from headswap_gui.gui.buttons import push_button
 from headswap_gui.gui.heatmaps import HeatmapController
 from headswap_gui.gui.jobs import ModelLease
+from headswap_gui.gui.progress_bar import ProgressBar
 from headswap_gui.gui.thumbnails import Thumbnail, ThumbnailLoader, fit_pixmap, placeholder_pixmap
 from headswap_gui.gui.worker import GeneratorRunner, start_runner
 
@@ -444,7 +444,7 @@ class TryPanel(QWidget):
         self._top_k.setPrefix(self.tr("top "))
         self._top_k.setToolTip(self.tr("How many of the most probable classes to show per image"))
         self._top_k.valueChanged.connect(self._on_top_k_valueChanged)
-        self._busy = QProgressBar(self)
+        self._busy = ProgressBar(self)
         self._busy.setObjectName("predictionProgressBar")
         self._busy.setAccessibleName(self.tr("Prediction progress"))
         self._busy.setMaximumWidth(160)

@@ -474,7 +474,7 @@ def test_the_data_page_offers_to_train_once_a_model_is_loaded(qtbot, window: Mai
     window.apply_training_settings(long_run().to_dict())
     with qtbot.waitSignal(window.trainingStarted, timeout=LOAD_MS):
         qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
-    assert window.tabs.currentWidget() is window.train_page
+    qtbot.waitUntil(lambda: window.tabs.currentWidget() is window.train_page, timeout=5000)  # the next turn
     assert not button.isEnabled()  # one run at a time
     with qtbot.waitSignal(window.trainingFinished, timeout=LOAD_MS):
         window.stop_training()

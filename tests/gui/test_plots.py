@@ -320,3 +320,31 @@ def test_the_users_zoom_is_kept_until_the_next_run(shown: TrainingPlotsView) -> 
     shown.add_event(step(1, 1.0))
     shown.refresh()
     assert box.viewRange()[0] == pytest.approx([0, 50])
+
+
+def test_the_accuracy_axis_reaches_100_percent_and_stays_while_accuracy_rises(shown: TrainingPlotsView) -> None:
+    shown.add_event(run_started(epochs=5, steps_per_epoch=10))
+    ranges = []
+    for epoch, accuracy in enumerate((0.62, 0.71, 0.80, 0.88, 0.97), start=1):
+        shown.add_event(epoch_metrics(epoch, accuracy, True))
+        shown.refresh()
+        ranges.append(tuple(shown._acc_plot.getViewBox().viewRange()[1]))
+    low, high = ranges[0]
+    assert low < 0.6 < 0.62 and 1.0 < high < 1.05  # from the tenth below the first value to 100 %
+    assert len(set(ranges)) == 1  # autoranged, it moved on every epoch (and re-rendered its grid)
+    shown.add_event(epoch_metrics(6, 0.35, False))  # a collapse below the floor moves it
+    shown.refresh()
+    low, high = shown._acc_plot.getViewBox().viewRange()[1]
+    assert low < 0.3 and 1.0 < high
+
+
+def test_the_epoch_loss_axis_moves_a_few_times_and_shows_every_point(shown: TrainingPlotsView) -> None:
+    shown.add_event(run_started(epochs=20, steps_per_epoch=10))
+    ranges = []
+    for epoch in range(1, 21):
+        shown.add_event(epoch_metrics(epoch, 0.5, True, val_loss=2.0 * math.exp(-epoch / 6)))
+        shown.refresh()
+        ranges.append(tuple(shown._eloss_plot.getViewBox().viewRange()[1]))
+        low, high = ranges[-1]
+        assert low <= 2.0 * math.exp(-epoch / 6) and 0.4 <= high  # every val and train point shows
+    assert len(set(ranges)) <= 6
