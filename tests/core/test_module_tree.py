@@ -91,3 +91,34 @@ def test_a_replaced_linear_head_names_its_type_once() -> None:
     assert [c.description for c in tree.find("fc").children] == [
         "Linear 512 → 16", "LayerNorm 16", "GELU", "Linear 16 → 4",
     ]
+
+
+def _counts(record) -> dict[str, tuple[int, int, int]]:
+    out = {record.path: (record.own_params, record.total_params, record.trainable_params)}
+    for child in record.children:
+        out.update(_counts(child))
+    return out
+
+
+def _counted_per_subtree(model: nn.Module) -> dict[str, tuple[int, int, int]]:
+    """What each subtree holds, each tensor once: the definition the tree's counts follow."""
+    out = {}
+    for path, module in model.named_modules(remove_duplicate=False):
+        every = list(module.parameters())
+        out[path] = (sum(p.numel() for p in module.parameters(recurse=False)), sum(p.numel() for p in every),
+                     sum(p.numel() for p in every if p.requires_grad))
+    return out
+
+
+def test_parameter_counts_take_each_tensor_once_per_subtree_with_or_without_shared_weights() -> None:
+    plain = nn.Sequential(nn.Linear(4, 8), nn.Sequential(nn.ReLU(), nn.Linear(8, 3)))
+    plain[0].weight.requires_grad_(False)
+    tied = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 10, bias=False))
+    tied[1].weight = tied[0].weight  # tied input and output embeddings
+    block = nn.Linear(3, 3)
+    reused = nn.Sequential(block, nn.ReLU(), block)  # one module in two places
+    for model in (plain, tied, reused):
+        counts = _counts(build_module_tree(model, output_shapes={}))
+        expected = _counted_per_subtree(model)
+        assert counts == {path: expected[path] for path in counts}  # a reused module shows once
+    assert build_module_tree(tied, output_shapes={}).total_params == 40  # not 80
