@@ -410,6 +410,10 @@ class TrainingPlotsView(QWidget):
                 axis = plot.getAxis(side)
                 axis.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
                 axis.setStyle(maxTickLevel=1)
+            # A value axis widens for wider tick labels and never narrows again: one that
+            # followed its labels ("2.5" → "1.25" → "0.5") resized its plot, and so re-rendered
+            # every axis of the row, a few times per run.
+            plot.getAxis("left").setStyle(autoReduceTextSpace=False)
         # Another run's validation curves, for comparison (Runs page → Compare); hidden until set.
         self._compare_acc_curve = pg.PlotDataItem(symbol="t", symbolSize=5)
         self._compare_eloss_curve = pg.PlotDataItem(symbol="t", symbolSize=5)

@@ -348,3 +348,17 @@ def test_the_epoch_loss_axis_moves_a_few_times_and_shows_every_point(shown: Trai
         low, high = ranges[-1]
         assert low <= 2.0 * math.exp(-epoch / 6) and 0.4 <= high  # every val and train point shows
     assert len(set(ranges)) <= 6
+
+
+def test_a_value_axis_widens_for_its_labels_and_never_narrows(shown: TrainingPlotsView) -> None:
+    """An axis that follows its labels' width resizes its plot, which re-renders every axis."""
+    shown.add_event(run_started(epochs=10, steps_per_epoch=50))
+    axis = shown._loss_plot.getAxis("left")
+    widths = []
+    for i, loss in enumerate([0.0101, 0.0112, 0.0124, 0.0108] * 5 + [3.0, 1.0, 2.0, 0.5] * 5, start=1):
+        shown.add_event(step(i, loss))  # labels "0.0105" …, then "0.5" … "3"
+        if i % 4 == 0:
+            shown.refresh()
+            shown._graphics.grab()  # painted: the axis measures its labels
+            widths.append(axis.minimumWidth())  # what the layout gives it next
+    assert widths[-1] > 0 and widths == sorted(widths)  # it never narrows
