@@ -250,3 +250,30 @@ def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
     check.stop()
     if not predicate():
         raise SystemExit(f"timed out waiting for {what}")
+
+
+def wait_for_signal(signal: Any, timeout_s: float, what: str) -> tuple[Any, ...]:
+    """Run the real Qt event loop until ``signal`` is emitted and return its arguments. Nothing
+    polls meanwhile, as in ``app.exec``: :func:`wait_until`'s 20 ms check is GUI-thread Python
+    that a training thread has to share the GIL with (about 5 ms a second of GUI CPU here).
+    Exits the benchmark on time-out."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    received: list[tuple[Any, ...]] = []
+
+    def on_signal(*args: Any) -> None:
+        received.append(args)
+        loop.quit()
+
+    signal.connect(on_signal)
+    deadline = QTimer()
+    deadline.setSingleShot(True)
+    deadline.timeout.connect(loop.quit)
+    deadline.start(int(timeout_s * 1000))
+    loop.exec()
+    deadline.stop()
+    signal.disconnect(on_signal)
+    if not received:
+        raise SystemExit(f"timed out waiting for {what}")
+    return received[0]
