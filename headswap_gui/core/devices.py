@@ -217,6 +217,19 @@ def training_precision(
     return TrainingPrecision(dtype, layout, note, features)
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says a device, or the host, ran out of memory. CUDA and XPU raise the
+    typed ``torch.OutOfMemoryError``, the host ``MemoryError``; Apple's MPS allocator raises a
+    plain RuntimeError whose first words are the only sign, so for that one case the text is
+    read, here and nowhere else."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return type(error) is RuntimeError and str(error).startswith(_MPS_OUT_OF_MEMORY)
+
+
+_MPS_OUT_OF_MEMORY = "MPS backend out of memory"  # MPSAllocator's TORCH_CHECK text
+
+
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"

@@ -55,7 +55,7 @@ import torch
 
 from .atomic import save_user_file
 from .data import DatasetInfo, ImageSample, printable_path
-from .devices import autocast_dtype, cpu_threads, describe_device, resolve_device, training_threads
+from .devices import autocast_dtype, cpu_threads, describe_device, is_out_of_memory, resolve_device, training_threads
 from .errors import DataError, HeadswapError
 from .events import Note, Progress
 from .feature_cache import cacheable_head
@@ -259,7 +259,9 @@ def _embed(
                 seconds=time.perf_counter() - started,
             )
             yield EmbeddingFinished("completed", _summary(info), info)
-        except (HeadswapError, torch.cuda.OutOfMemoryError, MemoryError) as error:
+        except Exception as error:
+            if not (isinstance(error, HeadswapError) or is_out_of_memory(error)):
+                raise
             message = str(error) if isinstance(error, HeadswapError) else (
                 f"out of memory on {device}; use a smaller batch size or image size, or the CPU"
             )

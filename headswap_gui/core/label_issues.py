@@ -56,7 +56,15 @@ import torch.nn.functional as F
 
 from . import feature_cache
 from .data import DatasetInfo, ImageSample, printable_path
-from .devices import autocast_dtype, cpu_threads, describe_device, feature_pass_dtype, one_cpu_thread, resolve_device
+from .devices import (
+    autocast_dtype,
+    cpu_threads,
+    describe_device,
+    feature_pass_dtype,
+    is_out_of_memory,
+    one_cpu_thread,
+    resolve_device,
+)
 from .errors import DataError, HeadError, HeadswapError
 from .events import Note, Progress
 from .heads import HeadInfo
@@ -332,7 +340,9 @@ def _check(
                                      folds=_effective_folds(samples, config.folds), l2=out_of_fold.l2,
                                      seconds=time.perf_counter() - started)
             yield LabelCheckFinished("completed", _summary(info), info)
-        except (HeadswapError, torch.cuda.OutOfMemoryError, MemoryError) as error:
+        except Exception as error:
+            if not (isinstance(error, HeadswapError) or is_out_of_memory(error)):
+                raise
             message = str(error) if isinstance(error, HeadswapError) else (
                 f"out of memory on {device}; use a smaller batch size or image size, or the CPU"
             )

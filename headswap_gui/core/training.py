@@ -56,7 +56,7 @@ from torch import nn
 
 from . import distributed, feature_cache, runs
 from .data import DatasetInfo, build_transform, printable_path
-from .devices import cpu_threads, describe_device, resolve_device, training_precision
+from .devices import cpu_threads, describe_device, is_out_of_memory, resolve_device, training_precision
 from .distributed import AgreedStop, batch_slices, loss_weights
 from .errors import DistributedError, HeadswapError, RunFolderError
 from .evaluation import EvalResult, evaluate, model_logits, validate
@@ -294,7 +294,9 @@ class _Trainer:
             if self.channels_last:
                 self.model.to(memory_format=torch.channels_last)
             _align_storage(self.model)
-        except torch.cuda.OutOfMemoryError as error:
+        except RuntimeError as error:
+            if not is_out_of_memory(error):
+                raise
             raise HeadswapError(
                 f"the model does not fit into the memory of {self.device}; choose a smaller model or the CPU"
             ) from error
@@ -379,15 +381,11 @@ class _Trainer:
             except RunFolderError as error:  # the disk refused; the last commit stands
                 reason, message = "failed", str(error)
                 self._release_folder()
-            except (torch.cuda.OutOfMemoryError, MemoryError):
-                reason, message = "failed", self._oom_message()
-            except RuntimeError as error:
-                if "out of memory" in str(error).lower():  # MPS and older CUDA say it only in words
+            except Exception as error:  # noqa: BLE001 - reported in RunFinished, the process lives on
+                if is_out_of_memory(error):
                     reason, message = "failed", self._oom_message()
                 else:
                     reason, message = "failed", distributed.describe_collective_error(error, self.group) or describe_failure(error)
-            except Exception as error:  # noqa: BLE001 - reported in RunFinished, the process lives on
-                reason, message = "failed", distributed.describe_collective_error(error, self.group) or describe_failure(error)
             message = self._finish(reason, message)
             yield RunFinished(
                 reason=reason,  # type: ignore[arg-type]

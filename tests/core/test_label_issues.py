@@ -289,3 +289,18 @@ def test_a_train_val_folder_checks_train_only(tmp_path, demo):
     assert [(issue.path, issue.given_label, issue.reason) for issue in broken] == [
         (str(tmp_path / "train" / "b" / "empty.png"), "b", "zero bytes")
     ]
+
+
+def test_running_out_of_memory_ends_the_check_with_what_to_change(noisy_digits) -> None:
+    """MPS says it in an untyped RuntimeError; the check ends in words, not a traceback."""
+    root, _ = noisy_digits
+    dataset = scan_image_folder(root)
+    model = load_model("demo")  # its own copy: the hook stays off the shared one
+
+    def runs_out_of_memory(module, inputs, output):
+        raise RuntimeError("MPS backend out of memory (MPS allocated: 1.49 GiB, max allowed: 9.07 GiB).")
+
+    model.model.register_forward_hook(runs_out_of_memory)
+    events = list(find_label_issues(model, dataset, LabelCheckConfig(image_size=32, batch_size=16)))
+    assert isinstance(events[-1], LabelCheckFinished) and events[-1].reason == "failed"
+    assert events[-1].message.startswith("out of memory on cpu;"), events[-1].message

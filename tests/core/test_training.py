@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from headswap_gui.core import runs, sources
 from headswap_gui.core.data import DatasetInfo, scan_image_folder, split_samples
-from headswap_gui.core.devices import autocast_dtype, list_devices, resolve_device, training_threads
+from headswap_gui.core.devices import autocast_dtype, is_out_of_memory, list_devices, resolve_device, training_threads
 from headswap_gui.core.errors import HeadswapError, RunExistsError, RunSettingsError
 from headswap_gui.core.events import EpochMetrics, Note, Progress, RunFinished, RunStarted, StepMetrics
 from headswap_gui.core.heads import HeadSpec
@@ -428,3 +428,29 @@ def test_an_unexpected_error_in_the_model_ends_the_run_in_words_not_a_class_name
     assert end.reason == "failed"
     assert "shape mismatch in the user's layer" in end.message and "ValueError" not in end.message
     assert any(record.exc_info and record.exc_info[0] is ValueError for record in caplog.records)  # the traceback is kept
+
+
+@pytest.mark.parametrize("error", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    RuntimeError("MPS backend out of memory (MPS allocated: 1.49 GiB, other allocations: 0 bytes, max allowed: 9.07 GiB)."),
+])
+def test_running_out_of_device_memory_ends_the_run_with_what_to_change(dataset, error) -> None:
+    """CUDA's typed error and MPS's untyped one (its text is all it has) say the same thing."""
+    loaded = tiny_model()
+
+    def runs_out_of_memory(module, inputs, output):
+        if module.training:
+            raise error
+
+    loaded.model.classifier.register_forward_hook(runs_out_of_memory)
+    end = finished(train(loaded, dataset, TrainConfig(**{**BASE, "epochs": 1, "cache_features": "off", "batch_size": 4})))
+    assert end.reason == "failed"
+    assert end.message.startswith("out of memory on cpu at batch size 4; try batch size 2"), end.message
+
+
+def test_out_of_memory_is_told_from_other_runtime_errors() -> None:
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert is_out_of_memory(MemoryError())
+    assert is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 1 GiB)"))
+    assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied (out of memory? no)"))
+    assert not is_out_of_memory(ValueError("MPS backend out of memory"))  # only the allocator's RuntimeError
