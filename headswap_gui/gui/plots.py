@@ -496,11 +496,11 @@ class TrainingPlotsView(QWidget):
         """Record a StepMetrics, CacheValidation or EpochMetrics, or a RunStarted's planned
         length; anything else is ignored. Drawn at the next coalesced redraw (when the view is
         visible)."""
-        if isinstance(event, RunStarted):
+        if isinstance(event, RunStarted):  # the step and epoch axes span the planned run at once
             self._planned_epochs = max(self._planned_epochs, int(event.epochs))
             self._steps_per_epoch = int(event.steps_per_epoch)
-            return
-        if isinstance(event, StepMetrics):
+            self._steps_dirty = self._epochs_dirty = True
+        elif isinstance(event, StepMetrics):
             self._steps_per_epoch = int(event.steps_per_epoch)
             loss = float(event.loss)
             self._steps.append(

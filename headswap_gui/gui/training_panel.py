@@ -426,9 +426,15 @@ class TrainingPanel(QWidget):
         self._status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self._status_label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
 
-        progress_box = QGroupBox(self.tr("Progress"), self)
+        # A frame without a title: the progress bar says what the box is, and on a 720-px
+        # screen the title's line is the one the plots below lacked (they scrolled).
+        progress_box = QFrame(self)
+        progress_box.setObjectName("trainingProgressBox")
+        progress_box.setAccessibleName(self.tr("Progress"))
+        progress_box.setFrameShape(QFrame.Shape.StyledPanel)
         progress_layout = QVBoxLayout(progress_box)
-        progress_layout.setSpacing(4)
+        progress_layout.setContentsMargins(8, 4, 8, 4)
+        progress_layout.setSpacing(2)
         progress_layout.addWidget(self._progress)
         progress_layout.addLayout(stats)
         progress_layout.addWidget(self._status_label)

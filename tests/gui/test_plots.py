@@ -362,3 +362,12 @@ def test_a_value_axis_widens_for_its_labels_and_never_narrows(shown: TrainingPlo
             shown._graphics.grab()  # painted: the axis measures its labels
             widths.append(axis.minimumWidth())  # what the layout gives it next
     assert widths[-1] > 0 and widths == sorted(widths)  # it never narrows
+
+
+def test_the_axes_span_the_planned_run_as_soon_as_it_starts(qtbot, shown: TrainingPlotsView) -> None:
+    """While the feature cache fills there are no steps yet; the axes already show the run."""
+    with qtbot.waitSignal(shown.curvesChanged, timeout=2000):
+        shown.add_event(run_started(epochs=5, steps_per_epoch=10))
+    assert shown._loss_plot.getViewBox().viewRange()[0] == pytest.approx([0, 50])
+    low, high = shown._acc_plot.getViewBox().viewRange()[0]
+    assert low < 1 and 5 < high <= 5.5

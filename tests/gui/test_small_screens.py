@@ -99,6 +99,23 @@ def test_plots_stay_readable_at_1024x768_before_and_during_a_run(qtbot, window, 
     qtbot.waitUntil(lambda: not window.is_model_busy(), timeout=LOAD_MS)
 
 
+def test_a_run_fits_a_1280x720_screen_without_scrolling(qtbot, window, image_folder) -> None:
+    """The window a 1280×720 screen opens (92 % of it): the run's readout and both rows of
+    plots fit, finished message included; the plots do not scroll."""
+    _loaded_with_data(qtbot, window, image_folder)
+    window.resize(1178, 662)
+    qtbot.waitUntil(lambda: window.size().toTuple() == (1178, 662), timeout=5000)
+    config = training.TrainConfig(epochs=1, batch_size=2, image_size=32, device="cpu", freeze="full", cache_features="off")
+    with qtbot.waitSignal(window.trainingFinished, timeout=LOAD_MS):
+        assert window.start_training(config)
+    QApplication.processEvents()  # queued layout requests run before geometry is read
+    area = window.plots_view.parentWidget().parentWidget()
+    assert area.viewport().height() >= window.plots_view.minimumSizeHint().height()
+    assert not area.verticalScrollBar().isVisible()
+    assert min(_plot_heights(window)) >= PLOT_MIN_PX
+    qtbot.waitUntil(lambda: not window.is_model_busy(), timeout=LOAD_MS)
+
+
 def test_the_model_pane_folds_away_and_comes_back(qtbot, window) -> None:
     _at_small_size(qtbot, window)
     assert window.model_pane_visible() and window.model_pane_action.isChecked()
