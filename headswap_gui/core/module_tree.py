@@ -104,18 +104,19 @@ def build_module_tree(
             for name, child in module.named_children()
         )
         own = list(module.parameters(recurse=False))
+        own_count = sum(p.numel() for p in own)
         if shared:
             every = list(module.parameters())
             total = sum(p.numel() for p in every)
             trainable = sum(p.numel() for p in every if p.requires_grad)
         else:
-            total = sum(p.numel() for p in own) + sum(child.total_params for child in children)
+            total = own_count + sum(child.total_params for child in children)
             trainable = sum(p.numel() for p in own if p.requires_grad) + sum(child.trainable_params for child in children)
         return LayerRecord(
             path=path,
             name=path.rsplit(".", 1)[-1] if path else "",
             type_name=type(module).__name__,
-            own_params=sum(p.numel() for p in own),
+            own_params=own_count,
             total_params=total,
             trainable_params=trainable,
             output_shape=output_shapes.get(path),

@@ -19,9 +19,10 @@ redraws, so the cache holds. The step axis spans the whole planned run (it grows
 run outlasts its plan), the epoch axes the planned epochs; a loss axis is refit only when a
 point leaves it or the points fill less than half of it, leaving room below for the loss to
 fall into (an autoranged axis re-ticks on every new low, i.e. on most steps of a falling
-loss), and the accuracy axis reaches up to 100 %, so a rising accuracy never moves it. Once the user pans or zooms the loss plot, its ranges are
-theirs until the next run. The step curves downsample (peak mode) and clip to the visible
-range, so hours of steps still pan smoothly.
+loss), and the accuracy axis reaches up to 100 %, so a rising accuracy never moves it. Once
+the user pans or zooms the loss plot, its ranges are theirs until the next run. The step
+curves downsample (peak mode) and clip to the visible range, so hours of steps still pan
+smoothly.
 """
 
 from __future__ import annotations
@@ -671,14 +672,14 @@ class TrainingPlotsView(QWidget):
             self._eloss_plot.setYRange(*refit, padding=0)
 
     def _drawn_values(self, measure: str, compared: pg.PlotDataItem) -> np.ndarray:
-        """Every finite value of ``measure`` ("accuracy" or "loss") an epoch plot draws: the
-        run's train and val values, the head's validations while caching, the compared run's."""
+        """Every value of ``measure`` ("accuracy" or "loss") an epoch plot draws, NaN gaps
+        included: the run's train and val values, the head's validations while caching, the
+        compared run's."""
         parts = [self._epochs.column(f"train_{measure}"), self._epochs.column(f"val_{measure}"),
                  self._streamed.column(f"val_{measure}")]
         if compared.yData is not None:
             parts.append(np.asarray(compared.yData, dtype=float))
-        values = np.concatenate(parts)
-        return values[np.isfinite(values)]
+        return np.concatenate(parts)
 
     def _update_accuracy_title(self, *, force: bool = False) -> None:
         title = self.tr("Accuracy per epoch")

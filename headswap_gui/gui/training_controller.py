@@ -114,7 +114,7 @@ class TrainingController(QObject):
         # of Python-heavy GUI work) would then wait for the interpreter at every Qt call and
         # freeze the window for 100–200 ms (bench_gui_latency). So the worker starts (and owns
         # the model) now, but calls ``fit`` only once the page is on screen.
-        screen_done = threading.Event()
+        screen_done = self._screen_done = threading.Event()
 
         def factory(stop: threading.Event) -> Iterator[object]:
             from headswap_gui.core import training
@@ -132,7 +132,6 @@ class TrainingController(QObject):
         # what this call changed (the head swap's layer tree) and handled waiting input: one
         # call that did both froze the window for 90–130 ms. A timer, not a zero-delay call,
         # which Qt delivers before any waiting timer or input.
-        self._screen_done = screen_done
         QTimer.singleShot(_SHOW_PAGE_AFTER_MS, self._on_show_train_page)
         return True
 
